@@ -1,0 +1,126 @@
+"""The one typed configuration of MemShadow.
+
+Sources, highest priority first: explicit keyword arguments, environment variables
+(prefix ``MEMSHADOW_``; nested groups use ``__``, e.g. ``MEMSHADOW_MEMORY__RECALL_DEADLINE_MS``),
+the YAML file given with ``--config``, then the shipped ``defaults.yaml``, then the field
+defaults below. Built once by the app factory (or the CLI) and passed down; nothing else
+reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+
+class ModelRoute(BaseModel):
+    """One entry of the model routing table, in LiteLLM's ``model_list`` style.
+
+    ``model_name`` is what clients send (a trailing ``*`` matches any suffix);
+    ``litellm_params.model`` is the provider model (``anthropic/claude-…``). Routes whose
+    provider is OpenAI-compatible (``openai/…`` or no prefix) with an ``api_base`` go over the
+    pooled httpx client; every other provider goes through LiteLLM.
+    """
+
+    model_name: str
+    litellm_params: dict[str, Any] = Field(default_factory=dict)
+    context_window: int | None = None
+
+
+class MemorySettings(BaseModel):
+    """Memory engine knobs; the policies that use them live in ``policies/``."""
+
+    enabled: bool = True
+    embedder_model: str | None = Field(
+        default=None,
+        description="Path or name of a sentence-transformers model; default: bundled MiniLM.",
+    )
+    recall_deadline_ms: float = 60.0
+    default_k: int = 8
+    max_content_chars: int = 32_000
+
+
+class Settings(BaseSettings):
+    """Everything MemShadow can be told. Secrets are ``SecretStr`` so they never print."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEMSHADOW_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        yaml_file=None,
+    )
+
+    # --- the public contract (DESIGN.md) -------------------------------------------------
+    upstream_base_url: str = "https://api.openai.com/v1"
+    upstream_api_key: SecretStr | None = None
+    data_dir: Path = Path("./memshadow-data")
+    admin_key: SecretStr | None = None
+    redis_url: str | None = None
+
+    # --- serving --------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+
+    # --- upstreams ------------------------------------------------------------------------
+    upstream_timeout_s: float = Field(default=600.0, gt=0)
+    upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_max_connections: int = Field(default=512, gt=0)
+    model_list: list[ModelRoute] = Field(default_factory=list)
+
+    # --- auth -----------------------------------------------------------------------------
+    auth_mode: Literal["keys", "passthrough"] = Field(
+        default="keys",
+        description=(
+            "keys: callers present a MemShadow tenant key. passthrough: callers may present "
+            "their own provider key, which is forwarded; the tenant is derived from its hash."
+        ),
+    )
+    key_cache_ttl_s: float = Field(default=30.0, ge=0)
+
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+
+    @field_validator("upstream_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            YamlConfigSettingsSource(settings_cls),
+            YamlConfigSettingsSource(settings_cls, yaml_file=DEFAULTS_FILE),
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, layering ``config_file`` (YAML) under the environment."""
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+    return FileSettings(**overrides)

@@ -1,0 +1,1 @@
+"""The memory engine: model, store, embedder, ingestion, retrieval. Knows nothing of HTTP."""

@@ -1,0 +1,173 @@
+"""One exception hierarchy, rendered once as OpenAI's error JSON.
+
+    ProxyError
+    ├── InvalidRequest (400)
+    │   └── RequestTooLarge (413)
+    ├── AuthenticationFailed (401)
+    ├── PermissionDenied (403)
+    ├── NotFound (404)
+    ├── UpstreamError (the upstream's own status, passed through)
+    ├── UpstreamUnavailable (502)
+    └── UpstreamTimeout (504)
+
+Every response the proxy produces on failure is
+``{"error": {"message", "type", "param", "code"}}`` with the matching HTTP status, so the
+openai SDKs raise their usual typed exceptions. Foreign exceptions (FastAPI validation,
+Starlette's HTTP errors, anything unexpected) are converted in :func:`install_error_handlers`
+and nowhere else; an unexpected exception becomes a 500 without a traceback in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger("memshadow.errors")
+
+
+class ProxyError(Exception):
+    """Base of every error the proxy reports to a client."""
+
+    status_code = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+        type: str | None = None,  # noqa: A002 - mirrors OpenAI's field name
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        if type is not None:
+            self.type = type
+        self.headers = headers or {}
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(ProxyError):
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class RequestTooLarge(InvalidRequest):
+    status_code = 413
+    code = "request_too_large"
+
+
+class AuthenticationFailed(ProxyError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ProxyError):
+    status_code = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFound(ProxyError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class UpstreamError(ProxyError):
+    """The upstream answered with an error; its status and message pass through."""
+
+    type = "upstream_error"
+
+
+class UpstreamUnavailable(ProxyError):
+    status_code = 502
+    type = "upstream_error"
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(ProxyError):
+    status_code = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+
+
+def error_response(error: ProxyError, headers: dict[str, str] | None = None) -> Response:
+    merged = {**error.headers, **(headers or {})}
+    return Response(
+        orjson.dumps(error.to_body()),
+        status_code=error.status_code,
+        media_type="application/json",
+        headers=merged,
+    )
+
+
+_STATUS_TYPES = {
+    400: InvalidRequest,
+    401: AuthenticationFailed,
+    403: PermissionDenied,
+    404: NotFound,
+    413: RequestTooLarge,
+}
+
+
+def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+    param = ".".join(location) or None
+    message = str(first.get("msg", "invalid request"))
+    return (f"{param}: {message}" if param else message), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception that can escape a route to OpenAI's error shape, once."""
+
+    async def on_proxy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProxyError)
+        return error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        message, param = _describe_validation_error(exc)
+        return error_response(InvalidRequest(message, param=param, code="invalid_value"))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error_type = _STATUS_TYPES.get(exc.status_code, ProxyError)
+        error = error_type(str(exc.detail), status_code=exc.status_code)
+        if exc.status_code == 405:
+            error.type, error.code = "invalid_request_error", "method_not_allowed"
+        return error_response(error, headers=dict(exc.headers or {}))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(ProxyError("internal error in the proxy", code="internal_error"))
+
+    app.add_exception_handler(ProxyError, on_proxy_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
