@@ -45,7 +45,7 @@ class ProxyError(Exception):
         param: str | None = None,
         code: str | None = None,
         status_code: int | None = None,
-        type: str | None = None,  # noqa: A002 - mirrors OpenAI's field name
+        type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)

@@ -1,0 +1,107 @@
+"""The app factory and its lifespan: every collaborator is built here, once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+import httpx
+from fastapi import FastAPI
+
+from config import Settings
+from proxy.auth import AdminGuard, Authenticator
+from proxy.errors import install_error_handlers
+from proxy.keys import TenantRegistry
+from proxy.metrics import Metrics
+from proxy.middleware import RequestIdMiddleware
+from proxy.pipeline import ChatMemory, NoMemory
+from proxy.routes import admin, chat, health, passthrough
+from proxy.routing import ModelRouter
+from proxy.services import Services
+from proxy.upstream import LiteLLMUpstream, OpenAIUpstream
+
+logger = logging.getLogger("memshadow")
+
+
+class State(TypedDict):
+    services: Services
+
+
+def _secret(value: object) -> str | None:
+    getter = getattr(value, "get_secret_value", None)
+    return getter() if getter is not None else None
+
+
+def build_http_client(settings: Settings) -> httpx.AsyncClient:
+    """One pooled client for every OpenAI-compatible upstream call."""
+    limits = httpx.Limits(
+        max_connections=settings.upstream_max_connections,
+        max_keepalive_connections=settings.upstream_max_connections,
+        keepalive_expiry=60.0,
+    )
+    timeout = httpx.Timeout(
+        settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
+    )
+    # trust_env=False: proxies and netrc from the environment must not redirect tenant traffic.
+    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: TenantRegistry | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    litellm: LiteLLMUpstream | None = None,
+    memory: ChatMemory | None = None,
+) -> FastAPI:
+    """Build the ASGI app. Collaborators given here are used as-is (tests pass fakes)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        client = http_client or build_http_client(settings)
+        tenants = registry or TenantRegistry(str(settings.data_dir / "registry"))
+        services = Services(
+            settings=settings,
+            registry=tenants,
+            auth=Authenticator(
+                tenants,
+                ttl_s=settings.key_cache_ttl_s,
+                passthrough=settings.auth_mode == "passthrough",
+            ),
+            admin=AdminGuard(_secret(settings.admin_key)),
+            router=ModelRouter(
+                settings.model_list,
+                default_base_url=settings.upstream_base_url,
+                default_api_key=_secret(settings.upstream_api_key),
+            ),
+            openai=OpenAIUpstream(client),
+            litellm=litellm or LiteLLMUpstream(),
+            memory=memory or NoMemory(),
+            metrics=Metrics(),
+        )
+        logger.info(
+            "memshadow ready: upstream %s, data in %s",
+            settings.upstream_base_url,
+            settings.data_dir,
+        )
+        try:
+            yield {"services": services}
+        finally:
+            if http_client is None:
+                await client.aclose()
+
+    app = FastAPI(
+        title="MemShadow",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    for module in (chat, passthrough, health, admin):
+        app.include_router(module.router)
+    app.add_middleware(RequestIdMiddleware)
+    return app

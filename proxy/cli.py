@@ -1,0 +1,121 @@
+"""The ``memshadow`` command: ``serve``, and ``keys create|list|revoke``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from config import Settings, load_settings
+from proxy.keys import RegistryError, TenantRegistry
+
+app = typer.Typer(no_args_is_help=True, help="MemShadow: an OpenAI-compatible proxy with memory.")
+keys_app = typer.Typer(no_args_is_help=True, help="Issue, list and revoke tenant API keys.")
+app.add_typer(keys_app, name="keys")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (under MEMSHADOW_* env).")
+]
+stderr = Console(stderr=True)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except (FileNotFoundError, ValueError) as exc:
+        stderr.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _registry(settings: Settings) -> TenantRegistry:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return TenantRegistry(str(settings.data_dir / "registry"))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    config: ConfigOption = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
+) -> None:
+    """Run the proxy on its embedded defaults (LanceDB under MEMSHADOW_DATA_DIR, no Redis)."""
+    import uvicorn
+
+    from proxy.app import create_app
+
+    settings = _settings(config, host=host, port=port)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # httpx logs every upstream call at INFO: a formatter run per request on the hot path.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=access_log,
+        server_header=False,
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
+    expires_in_days: Annotated[
+        float | None, typer.Option(min=0.0, help="Expire after N days.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Issue a key. It is printed once, as the last line of stdout, and stored only as a hash."""
+    registry = _registry(_settings(config))
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    try:
+        key, record = registry.create_key(tenant, expires_at=expires_at)
+    except RegistryError as exc:
+        stderr.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    stderr.print(
+        f"Created key {record.id} for tenant {record.tenant}. Store it now: it is not shown again."
+    )
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """List keys (ids and hints, never the keys)."""
+    records = _registry(_settings(config)).list_keys(tenant)
+    table = Table("id", "tenant", "hint", "created", "expires", "revoked")
+    for r in records:
+        table.add_row(
+            r.id,
+            r.tenant,
+            r.hint,
+            r.created_at.isoformat(timespec="seconds"),
+            r.expires_at.isoformat(timespec="seconds") if r.expires_at else "-",
+            r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "-",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, as shown by 'keys list'.")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key; replicas stop accepting it within the key cache TTL."""
+    try:
+        record = _registry(_settings(config)).revoke_key(key_id)
+    except RegistryError as exc:
+        stderr.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    typer.echo(f"revoked {record.id} ({record.tenant})")

@@ -1,0 +1,33 @@
+"""Prometheus metrics, on a registry owned by the app (no process-global collectors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "memshadow_requests",
+            "Proxied requests by route and outcome.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.upstream_seconds = Histogram(
+            "memshadow_upstream_seconds",
+            "Time to the upstream's answer (first byte for streams).",
+            ["kind"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.memory_status = Counter(
+            "memshadow_memory_status",
+            "Chat requests by memory outcome (ok, abstained, off, degraded).",
+            ["status"],
+            registry=self.registry,
+        )

@@ -1,0 +1,72 @@
+"""The seam between the chat route and memory: inject before forwarding, capture after.
+
+The route runs ``policy → recall → format`` through :meth:`ChatMemory.inject` and hands the
+answer to the observer from :meth:`ChatMemory.observe` for capture. :class:`NoMemory` is what a
+deployment with memory disabled runs: every request is forwarded untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from proxy.auth import Caller
+from proxy.routing import Target
+from proxy.schemas import ChatCompletionRequest
+from proxy.streaming import StreamObserver
+
+MemoryStatus = Literal["ok", "abstained", "off", "degraded"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatContext:
+    """Everything known about one chat request before it is forwarded."""
+
+    request_id: str
+    caller: Caller
+    chat: ChatCompletionRequest
+    raw_body: bytes
+    headers: Mapping[str, str]
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """What memory did to a request; ``body`` is the rewritten request, or None if untouched."""
+
+    status: MemoryStatus
+    body: bytes | None = None
+    injected: int = 0
+    tokens: int = 0
+    confidence: float | None = None
+
+    def receipt_headers(self) -> dict[str, str]:
+        headers = {
+            "x-memory-status": self.status,
+            "x-memory-injected": str(self.injected),
+            "x-memory-tokens": str(self.tokens),
+        }
+        if self.confidence is not None:
+            headers["x-memory-confidence"] = f"{self.confidence:.3f}"
+        return headers
+
+
+class ChatMemory(Protocol):
+    async def inject(self, context: ChatContext) -> Injection: ...
+
+    def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
+        """An observer fed the answer (chunks of the body or the stream) for capture."""
+        ...
+
+
+class NoMemory:
+    """Memory disabled: forward every request untouched and capture nothing."""
+
+    _OFF = Injection(status="off")
+
+    async def inject(self, context: ChatContext) -> Injection:
+        return self._OFF
+
+    def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
+        return StreamObserver()

@@ -1,0 +1,109 @@
+"""``POST /v1/chat/completions``: authenticate, inject memory, forward, relay, capture."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.body import read_body
+from proxy.errors import ProxyError
+from proxy.pipeline import ChatContext, Injection
+from proxy.routing import Target
+from proxy.schemas import ChatCompletionRequest, parse_body
+from proxy.services import Services, get_services
+from proxy.streaming import RelayResponse
+from proxy.upstream import UpstreamReply, UpstreamStream, forwarded_request_headers
+
+router = APIRouter()
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client hung up before the upstream answered."""
+
+
+async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone
+    return task.result()
+
+
+def _outgoing_body(raw: bytes, target: Target, chat: ChatCompletionRequest) -> bytes:
+    """The original bytes unless routing renamed the model (no re-serialising on the hot path)."""
+    if target.model == chat.model:
+        return raw
+    payload = orjson.loads(raw)
+    payload["model"] = target.model
+    return orjson.dumps(payload)
+
+
+async def _forward(
+    services: Services, target: Target, body: bytes, request: Request, stream: bool
+) -> UpstreamReply | UpstreamStream:
+    if target.kind == "litellm":
+        payload = orjson.loads(body)
+        payload.pop("model", None)
+        if stream:
+            return await services.litellm.stream(target, payload)
+        return await services.litellm.complete(target, payload)
+    headers = forwarded_request_headers(request.headers)
+    if stream:
+        return await services.openai.stream(target, "chat/completions", body, headers)
+    return await services.openai.request(target, "POST", "chat/completions", body, headers)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    services = get_services(request)
+    metrics = services.metrics
+    caller = await services.auth.authenticate(request.headers.get("authorization"))
+    raw = await read_body(request, services.settings.max_body_bytes)
+    chat = parse_body(ChatCompletionRequest, raw)
+    target = services.router.resolve(chat.model, caller.tenant.upstream, caller.provider_key)
+    context = ChatContext(request.state.request_id, caller, chat, raw, request.headers, target)
+    injection: Injection = await services.memory.inject(context)
+    metrics.memory_status.labels(injection.status).inc()
+    body = _outgoing_body(injection.body or raw, target, chat)
+    observer = services.memory.observe(context, injection)
+    started = time.perf_counter()
+    try:
+        answer = await _until_disconnect(
+            request, _forward(services, target, body, request, chat.stream)
+        )
+    except ProxyError as error:
+        metrics.requests.labels("chat", str(error.status_code)).inc()
+        error.headers.update(injection.receipt_headers())
+        observer.on_end(False)
+        raise
+    except ClientGone:
+        metrics.requests.labels("chat", "499").inc()
+        observer.on_end(False)
+        return Response(status_code=499)
+    metrics.upstream_seconds.labels(target.kind).observe(time.perf_counter() - started)
+    metrics.requests.labels("chat", str(answer.status_code)).inc()
+    headers = {**answer.headers, **injection.receipt_headers()}
+    if isinstance(answer, UpstreamStream):
+        return RelayResponse(answer, headers, observer)
+    observer.on_chunk(answer.body)
+    observer.on_end(True)
+    return Response(answer.body, answer.status_code, headers, media_type="application/json")

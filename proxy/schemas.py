@@ -1,0 +1,64 @@
+"""The request bodies the proxy reads, and turning their validation errors into 400s.
+
+Only the fields MemShadow owns are declared; everything else is kept as-is (``extra="allow"``)
+and, when the proxy does not rewrite the request, the original bytes are forwarded untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from proxy.errors import InvalidRequest
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str = Field(min_length=1)
+    content: Any = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    user: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    input: Any
+
+
+def invalid_request(exc: ValidationError) -> InvalidRequest:
+    """The first problem, naming the field as a dotted path (``messages.0.role``)."""
+    first = exc.errors(include_url=False)[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    if first["type"] == "json_invalid":
+        return InvalidRequest(
+            f"We could not parse the JSON body of your request: {first['msg']}",
+            code="invalid_json",
+        )
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def parse_body(model: type[Model], raw: bytes) -> Model:
+    if not raw.strip():
+        raise InvalidRequest(
+            "The request body is empty; expected a JSON object.", code="invalid_json"
+        )
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_request(exc) from None
