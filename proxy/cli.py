@@ -94,15 +94,19 @@ def keys_list(
 ) -> None:
     """List keys (ids and hints, never the keys)."""
     records = _registry(_settings(config)).list_keys(tenant)
-    table = Table("id", "tenant", "hint", "created", "expires", "revoked")
+    table = Table("tenant", "created", "expires", "revoked")
+    # Ids and hints are copied into other commands: never wrap them.
+    table.add_column("id", no_wrap=True, min_width=20)
+    table.add_column("hint", no_wrap=True)
+    when = "%Y-%m-%d %H:%M"
     for r in records:
         table.add_row(
-            r.id,
             r.tenant,
+            r.created_at.strftime(when),
+            r.expires_at.strftime(when) if r.expires_at else "-",
+            r.revoked_at.strftime(when) if r.revoked_at else "-",
+            r.id,
             r.hint,
-            r.created_at.isoformat(timespec="seconds"),
-            r.expires_at.isoformat(timespec="seconds") if r.expires_at else "-",
-            r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "-",
         )
     Console().print(table)
 

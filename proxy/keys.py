@@ -14,7 +14,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import lancedb
@@ -139,7 +139,9 @@ class TenantRegistry:
     """Tenants and keys in two small LanceDB tables."""
 
     def __init__(self, uri: str) -> None:
-        self._db = lancedb.connect(uri)
+        # The CLI and other replicas write here while a server reads: check for a newer
+        # version on every read (reads only happen on auth cache misses).
+        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
         self._tenants = self._db.create_table("tenants", schema=_TENANTS_SCHEMA, exist_ok=True)
         self._keys = self._db.create_table("api_keys", schema=_KEYS_SCHEMA, exist_ok=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -157,10 +158,19 @@ class OpenAIUpstream:
 
 
 def _load_litellm() -> ModuleType:
+    # Without this LiteLLM downloads its model price map at import: no network calls at run
+    # time, and the bundled copy is what the budget reads context windows from.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     litellm = importlib.import_module("litellm")
     setattr(litellm, "telemetry", False)  # noqa: B010 - untyped module attributes
     setattr(litellm, "suppress_debug_info", True)  # noqa: B010
     return litellm
+
+
+def _headline(exc: Exception) -> str:
+    """LiteLLM puts tracebacks and bug-report links in its messages; clients get line one."""
+    message = str(getattr(exc, "message", None) or exc)
+    return message.strip().splitlines()[0][:1000] if message.strip() else type(exc).__name__
 
 
 class LiteLLMUpstream:
@@ -196,12 +206,14 @@ class LiteLLMUpstream:
         try:
             yield
         except openai.APITimeoutError as exc:
-            raise UpstreamTimeout(f"{target.provider} timed out: {exc.message}") from exc
+            raise UpstreamTimeout(f"{target.provider} timed out: {_headline(exc)}") from exc
         except openai.APIConnectionError as exc:
-            raise UpstreamUnavailable(f"{target.provider} is unreachable: {exc.message}") from exc
+            raise UpstreamUnavailable(
+                f"{target.provider} is unreachable: {_headline(exc)}"
+            ) from exc
         except openai.APIStatusError as exc:
             raise UpstreamError(
-                str(exc.message), status_code=exc.status_code, code=exc.code, param=exc.param
+                _headline(exc), status_code=exc.status_code, code=exc.code, param=exc.param
             ) from exc
 
     async def complete(self, target: Target, payload: Mapping[str, Any]) -> UpstreamReply:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+import httpx
 import numpy as np
 
 from memory.embedder import Vectors
@@ -47,3 +50,107 @@ class FakeEmbedder:
             else:
                 out[row, 0] = 1.0
         return out
+
+
+class FakeUpstream:
+    """A scripted OpenAI-compatible upstream that records what it received.
+
+    Queue answers with :meth:`enqueue` (or rely on the default completion). Usable as a respx
+    side effect (``handle``) and, through :meth:`asgi`, as a real server on loopback.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self._queue: list[httpx.Response | Exception] = []
+
+    def enqueue(self, answer: httpx.Response | Exception) -> None:
+        """Queue the next answer; an exception is raised as a transport failure would be."""
+        self._queue.append(answer)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.requests if r.content]
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self._queue:
+            answer = self._queue.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json=models_listing())
+        body = json.loads(request.content)
+        if body.get("stream"):
+            return sse_response(body["model"], ["Hello", " there"])
+        return httpx.Response(200, json=completion(body["model"], "Hello there"))
+
+    def asgi(self) -> Callable[..., Awaitable[None]]:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            headers = [(k.decode(), v.decode()) for k, v in scope["headers"]]
+            request = httpx.Request(
+                scope["method"], f"http://upstream{scope['path']}", headers=headers, content=body
+            )
+            response = self.handle(request)
+            raw_headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": raw_headers,
+                }
+            )
+            await send({"type": "http.response.body", "body": response.content})
+
+        return app
+
+
+def completion(model: str, content: str, **message: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, **message},
+                "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+
+
+def sse_response(model: str, pieces: Sequence[str]) -> httpx.Response:
+    events = []
+    for piece in pieces:
+        chunk = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+        }
+        events.append(f"data: {json.dumps(chunk)}\n\n")
+    events.append("data: [DONE]\n\n")
+    return httpx.Response(
+        200, content="".join(events).encode(), headers={"content-type": "text/event-stream"}
+    )
+
+
+def models_listing() -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "openai"}],
+    }

@@ -1,0 +1,136 @@
+"""Shared fixtures: a clean environment, explicit settings, the app in-process, keys."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import uvicorn
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from config import Settings
+from proxy.app import create_app
+from proxy.keys import TenantRegistry
+from tests.fakes import FakeUpstream
+
+# LiteLLM fetches a model price map from the internet at import unless told not to.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+UPSTREAM = "https://upstream.test/v1"
+ADMIN_KEY = "admin-secret-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's provider keys or MemShadow settings."""
+    for name in list(os.environ):
+        if name.startswith(("MEMSHADOW_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "AZURE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        upstream_base_url=UPSTREAM,
+        upstream_api_key="sk-upstream",
+        data_dir=tmp_path / "data",
+        admin_key=ADMIN_KEY,
+    )
+
+
+@pytest.fixture
+def registry(settings: Settings) -> TenantRegistry:
+    return TenantRegistry(str(settings.data_dir / "registry"))
+
+
+@pytest.fixture
+def tenant_key(registry: TenantRegistry) -> str:
+    key, _ = registry.create_key("acme")
+    return key
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """The default upstream, mocked with respx; other hosts are refused."""
+    fake = FakeUpstream()
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(url__startswith=UPSTREAM).mock(side_effect=fake.handle)
+        yield fake
+
+
+@pytest.fixture
+def app(settings: Settings, registry: TenantRegistry) -> FastAPI:
+    return create_app(settings, registry=registry)
+
+
+@pytest.fixture
+async def client(app: FastAPI, tenant_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://memshadow.test",
+            headers={"authorization": f"Bearer {tenant_key}"},
+        ) as http:
+            yield http
+
+
+@pytest.fixture
+def no_aiohttp() -> Iterator[None]:
+    """LiteLLM's aiohttp transport bypasses respx; use its httpx transport in tests.
+
+    LiteLLM also caches its HTTP clients per process; each test has its own event loop, so
+    the cache is flushed around every test that uses it.
+    """
+    import litellm
+
+    previous = litellm.disable_aiohttp_transport
+    litellm.disable_aiohttp_transport = True
+    litellm.in_memory_llm_clients_cache.flush_cache()
+    yield
+    litellm.in_memory_llm_clients_cache.flush_cache()
+    litellm.disable_aiohttp_transport = previous
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LoopbackServer:
+    """An ASGI app on a real loopback port, served by uvicorn in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("loopback server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
