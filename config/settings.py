@@ -9,6 +9,7 @@ reads the environment.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic_settings import (
 )
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+_ENV_REFERENCE = "os.environ/"
 
 
 class ModelRoute(BaseModel):
@@ -35,6 +37,19 @@ class ModelRoute(BaseModel):
     model_name: str
     litellm_params: dict[str, Any] = Field(default_factory=dict)
     context_window: int | None = None
+
+    @field_validator("litellm_params")
+    @classmethod
+    def _resolve_env_references(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """LiteLLM's ``os.environ/NAME`` convention, resolved here, where config is read."""
+        resolved = dict(params)
+        for name, value in params.items():
+            if isinstance(value, str) and value.startswith(_ENV_REFERENCE):
+                variable = value.removeprefix(_ENV_REFERENCE)
+                if variable not in os.environ:
+                    raise ValueError(f"litellm_params.{name} names ${variable}, which is not set")
+                resolved[name] = os.environ[variable]
+        return resolved
 
 
 class MemorySettings(BaseModel):

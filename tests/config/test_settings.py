@@ -61,3 +61,18 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEMSHADOW_MAX_BODY_BYTES", "-5")
     with pytest.raises(ValueError, match="max_body_bytes"):
         load_settings()
+
+
+def test_routes_resolve_litellm_env_references(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: claude\n"
+        "    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: os.environ/ANT_KEY}\n"
+    )
+    with pytest.raises(ValueError, match="ANT_KEY"):
+        load_settings(config)
+    monkeypatch.setenv("ANT_KEY", "sk-ant-from-env")
+    assert load_settings(config).model_list[0].litellm_params["api_key"] == "sk-ant-from-env"
