@@ -71,7 +71,7 @@ def test_pack_cuts_at_a_sentence_boundary_when_that_serves_better() -> None:
 def test_pack_respects_per_item_overhead() -> None:
     items = [_c(str(i), "one two three", 1.0 - i / 10) for i in range(5)]
     packed = pack(items, budget=20, count_tokens=words, per_item_overhead=2)
-    assert len(packed) == 4  # 4 × (3 + 2) = 20
+    assert len(packed) == 4  # 4 * (3 + 2) = 20
 
 
 def test_cut_at_sentence_returns_none_when_nothing_fits() -> None:
