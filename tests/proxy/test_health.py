@@ -1,0 +1,73 @@
+"""Liveness, readiness, metrics, and the last-resort error handler."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from config import Settings
+from proxy.app import create_app
+from proxy.keys import TenantRegistry
+from tests.fakes import FakeUpstream
+
+
+async def test_health_needs_no_key(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health", headers={"authorization": ""})
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_ready_when_store_and_upstream_answer(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    response = await client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"store": "ok", "upstream": "ok"}
+
+
+async def test_not_ready_when_the_upstream_is_unreachable(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    upstream.enqueue(httpx.ConnectError("refused"))
+    response = await client.get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["upstream"].startswith("unreachable")
+    assert body["error"]["code"] == "not_ready"
+
+
+async def test_metrics_count_requests(client: httpx.AsyncClient, upstream: FakeUpstream) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    await client.post("/v1/chat/completions", json=body)
+    text = (await client.get("/metrics")).text
+    assert 'memshadow_requests_total{route="chat",status="200"} 1.0' in text
+    assert 'memshadow_memory_status_total{status="off"} 1.0' in text
+
+
+class BrokenRegistry(TenantRegistry):
+    def find_key(self, key_hash: str) -> None:
+        raise RuntimeError("disk on fire /secret/path")
+
+
+async def test_an_unexpected_failure_is_an_openai_shaped_500(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    app = create_app(settings, registry=BrokenRegistry(str(settings.data_dir / "r")))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            response = await http.post(
+                "/v1/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                headers={"authorization": "Bearer msk-whatever"},
+            )
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "fire" not in response.text and "Traceback" not in response.text
+
+
+@pytest.mark.parametrize("method", ["get", "put"])
+async def test_wrong_method_is_openai_shaped(client: httpx.AsyncClient, method: str) -> None:
+    response = await getattr(client, method)("/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
