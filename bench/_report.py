@@ -1,0 +1,251 @@
+"""Figures for ``bench/overhead.py``: percentiles, per-round deltas, goal checks, the printed table.
+
+Kept apart from the load generator so the arithmetic can be read (and changed) on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DIRECT = "direct"
+LITELLM = "litellm"
+METRICS = ("plain", "ttfc", "total")
+METRIC_TITLES = {
+    "plain": "plain request",
+    "ttfc": "streamed, time to first chunk",
+    "total": "streamed, whole stream",
+}
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100); NaN for no samples."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+@dataclass
+class Results:
+    """Everything measured, by target and round."""
+
+    settings: dict[str, Any]
+    # samples[target][metric] = one list of seconds per round
+    samples: dict[str, dict[str, list[list[float]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    # rps[(target, concurrency, stream)] = one figure per round
+    rps: dict[tuple[str, int, bool], list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def add_sequential(
+        self, target: str, plain: list[float], ttfc: list[float], total: list[float], errors: int
+    ) -> None:
+        for metric, values in zip(METRICS, (plain, ttfc, total), strict=True):
+            self.samples[target][metric].append(values)
+        self.errors[target] += errors
+
+    def add_throughput(
+        self, target: str, concurrency: int, stream: bool, rps: float, errors: int
+    ) -> None:
+        self.rps[(target, concurrency, stream)].append(rps)
+        self.errors[target] += errors
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.samples)
+
+    def pooled(self, target: str, metric: str, q: float) -> float:
+        """Percentile over all rounds' samples together (in ms)."""
+        rounds = self.samples[target][metric]
+        return percentile([s for r in rounds for s in r], q) * 1000.0
+
+    def added_per_round(self, target: str, metric: str, q: float) -> list[float]:
+        """target - direct for each round (ms): both sides saw that round's noise."""
+        mine, base = self.samples[target][metric], self.samples[DIRECT][metric]
+        return [
+            (percentile(m, q) - percentile(b, q)) * 1000.0 for m, b in zip(mine, base, strict=False)
+        ]
+
+    def added(self, target: str, metric: str, q: float) -> float:
+        """The median over rounds of the per-round added latency (ms)."""
+        return median(self.added_per_round(target, metric, q))
+
+    def throughput(self, target: str, concurrency: int, stream: bool) -> float:
+        return median(self.rps.get((target, concurrency, stream), []))
+
+    def memshadow(self) -> str | None:
+        """The MemShadow variant the goals are stated for: memory off, else the first one."""
+        names = [t for t in self.targets if t.startswith("memshadow")]
+        return "memshadow[off]" if "memshadow[off]" in names else (names[0] if names else None)
+
+    def goals(self) -> list[tuple[str, float, str, bool]]:
+        """(what, measured, goal, met) for each goal that this run can judge."""
+        ms = self.memshadow()
+        if ms is None:
+            return []
+        out: list[tuple[str, float, str, bool]] = []
+        for metric, label in (("plain", "plain"), ("ttfc", "stream TTFC")):
+            p50, p99 = self.added(ms, metric, 50), self.added(ms, metric, 99)
+            out.append((f"{ms} added p50, {label} (ms)", p50, "<= 1", p50 <= 1.0))
+            out.append((f"{ms} added p99, {label} (ms)", p99, "<= 3", p99 <= 3.0))
+        if LITELLM in self.samples:
+            for metric, label in (("plain", "plain"), ("ttfc", "stream TTFC")):
+                ratio = self.added(ms, metric, 50) / self.added(LITELLM, metric, 50)
+                out.append((f"added p50 {ms} / litellm, {label}", ratio, "<= 0.25", ratio <= 0.25))
+            for concurrency in self.concurrencies():
+                for stream in (False, True):
+                    ratio = self.throughput(ms, concurrency, stream) / self.throughput(
+                        LITELLM, concurrency, stream
+                    )
+                    kind = "stream" if stream else "plain"
+                    out.append(
+                        (f"req/s {ms} / litellm, {kind} c{concurrency}", ratio, ">= 5", ratio >= 5)
+                    )
+        return out
+
+    def concurrencies(self) -> list[int]:
+        return sorted({c for (_, c, _) in self.rps}, reverse=True)
+
+    def to_json(self) -> dict[str, Any]:
+        latency = {
+            target: {
+                metric: {
+                    "p50_ms": self.pooled(target, metric, 50),
+                    "p99_ms": self.pooled(target, metric, 99),
+                    "added_p50_ms": self.added(target, metric, 50),
+                    "added_p99_ms": self.added(target, metric, 99),
+                    "added_p50_ms_per_round": self.added_per_round(target, metric, 50),
+                    "added_p99_ms_per_round": self.added_per_round(target, metric, 99),
+                }
+                for metric in METRICS
+            }
+            for target in self.targets
+        }
+        rps = {
+            f"{target} c{c} {'stream' if s else 'plain'}": {
+                "median_rps": median(values),
+                "per_round": values,
+            }
+            for (target, c, s), values in self.rps.items()
+        }
+        goals = [{"what": w, "measured": m, "goal": g, "met": ok} for w, m, g, ok in self.goals()]
+        return {
+            "settings": self.settings,
+            "latency_c1": latency,
+            "throughput": rps,
+            "errors": dict(self.errors),
+            "goals": goals,
+        }
+
+
+def _fmt(value: float, width: int = 8, digits: int = 2) -> str:
+    return f"{'-':>{width}}" if math.isnan(value) else f"{value:>{width}.{digits}f}"
+
+
+def _latency_table(results: Results, metric: str) -> list[str]:
+    lines = [
+        f"  {METRIC_TITLES[metric]}",
+        f"    {'target':<18}{'p50':>8}{'p99':>8}{'+p50':>8}{'+p99':>8}   +p50 per round",
+    ]
+    for target in results.targets:
+        base = target == DIRECT
+        per_round = results.added_per_round(target, metric, 50)
+        spread = "" if base else " ".join(f"{v:.2f}" for v in per_round)
+        lines.append(
+            f"    {target:<18}{_fmt(results.pooled(target, metric, 50))}"
+            f"{_fmt(results.pooled(target, metric, 99))}"
+            f"{_fmt(math.nan if base else results.added(target, metric, 50))}"
+            f"{_fmt(math.nan if base else results.added(target, metric, 99))}   {spread}"
+        )
+    return lines
+
+
+def _throughput_table(results: Results) -> list[str]:
+    columns = [(c, s) for c in results.concurrencies() for s in (False, True)]
+    header = "".join(f"{('stream' if s else 'plain') + f' c{c}':>14}" for c, s in columns)
+    lines = [f"    {'target':<18}{header}"]
+    for target in results.targets:
+        cells = "".join(_fmt(results.throughput(target, c, s), 14, 0) for c, s in columns)
+        lines.append(f"    {target:<18}{cells}")
+    return lines
+
+
+def print_report(results: Results) -> None:
+    s = results.settings
+    print()
+    print(
+        f"MemShadow overhead — {s['rounds']} interleaved rounds; {s['requests_per_round']} "
+        f"sequential requests per target per round; throughput windows of {s['window_s']}s; "
+        f"mock chunk delay {s['chunk_delay_ms']} ms; {s['cpus']} CPUs"
+    )
+    print("\nLatency at concurrency 1, ms. p50/p99 pooled over rounds; +p50/+p99 = target - direct")
+    print("per round, median over rounds.")
+    for metric in METRICS:
+        print("\n".join(_latency_table(results, metric)))
+    print("\nThroughput, requests/s (closed loop; median over rounds)")
+    print("\n".join(_throughput_table(results)))
+    if any(results.errors.values()):
+        print(f"\nfailed requests: {dict(results.errors)}")
+    goals = results.goals()
+    if goals:
+        print("\nGoals")
+        for what, measured, goal, met in goals:
+            print(f"    {what:<46}{_fmt(measured)}  {goal:<8} {'ok' if met else 'MISSED'}")
+    print()
+
+
+def _strip_line(frame: str) -> str:
+    # py-spy frames read "function (path/file.py:123)"; a function's lines count together.
+    head, sep, tail = frame.rpartition(":")
+    return head + ")" if sep and tail.rstrip(")").isdigit() else frame
+
+
+def summarise_profile(
+    path: Path, top: int = 10
+) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """(samples, top self-time functions, top inclusive functions) from py-spy's raw output."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_strip_line(f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    return total, own.most_common(top), inclusive.most_common(top * 3)
+
+
+def print_profile(path: Path) -> None:
+    total, own, inclusive = summarise_profile(path)
+    if not total:
+        print(f"profile {path}: no samples")
+        return
+    print(f"MemShadow server profile ({total} samples, py-spy, idle excluded): top self time")
+    for frame, count in own:
+        print(f"  {100.0 * count / total:5.1f}%  {frame}")
+    # Frames on (nearly) every stack are the entry points (typer, uvicorn.run, the loop).
+    print("top inclusive time, below the entry points")
+    ceiling = 0.9 * inclusive[0][1] if inclusive else 0
+    for frame, count in [(f, c) for f, c in inclusive if c < ceiling][:15]:
+        print(f"  {100.0 * count / total:5.1f}%  {frame}")
+    print(f"raw stacks: {path}")

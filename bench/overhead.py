@@ -1,0 +1,485 @@
+"""Proxy overhead: a mock upstream reached directly, through MemShadow and through LiteLLM's proxy.
+
+Prints figures; it is a benchmark, never a timed test. Every server runs in its own process
+(the mock, ``memshadow serve``, ``litellm --config``) and this process is the load generator,
+so no two of them share a GIL. Rounds are interleaved (direct → memshadow → litellm → direct …)
+so that the noise of a shared machine lands on every target alike, and added latency is computed
+per round (target - direct in the same round) before it is aggregated.
+
+    .venv/bin/python bench/overhead.py               # full run, a few minutes on 2 cores
+    .venv/bin/python bench/overhead.py --quick       # smoke run
+    .venv/bin/python bench/overhead.py --memory off,on --json /tmp/overhead.json
+    .venv/bin/python bench/overhead.py --targets direct,memshadow --profile /tmp/ms.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import (
+    MAX_WINDOW_SECONDS,
+    MODEL,
+    LoadClient,
+    Target,
+    check_target,
+    load_client,
+    sequential,
+    throughput,
+)
+from _report import Results, print_profile, print_report
+from mock_upstream import run_loop
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Options:
+    requests: int
+    rounds: int
+    concurrency: list[int]
+    window_s: float
+    memory: list[str]
+    targets: list[str]
+    chunk_delay_ms: float
+    json_path: Path | None
+    profile_path: Path | None
+    profile_s: float
+    client: str
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Fleet:
+    """The subprocesses this benchmark started; all of them are stopped on close."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the child
+        # A session of its own, so stopping it reaches any child it spawns and Ctrl-C in the
+        # terminal reaches only us (we then stop it in order).
+        proc = subprocess.Popen(
+            list(argv), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self._procs[name] = proc
+        return proc
+
+    def pid_of(self, name: str) -> int | None:
+        proc = self._procs.get(name)
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.workdir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        for proc in self._procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 8.0
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=5.0)
+        self._procs.clear()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if proc.poll() is not None:
+        return
+    # The group id is the child's pid: start_new_session=True.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without settings that would change what the servers do."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MEMSHADOW_", "LITELLM_", "OPENAI_"))
+        and k not in {"DATABASE_URL", "DIRECT_URL", "REDIS_URL", "HTTP_PROXY", "HTTPS_PROXY"}
+    }
+    env.update(extra, HF_HUB_OFFLINE="1", NO_PROXY="127.0.0.1,localhost")
+    return env
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], url: str, timeout_s: float, headers: dict[str, str] | None = None
+) -> None:
+    """Poll ``url`` until it answers 200; raise if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with code {proc.returncode} before it was ready")
+            try:
+                if client.get(url, headers=headers).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
+
+
+def start_mock(fleet: Fleet, chunk_delay_ms: float) -> str:
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).with_name("mock_upstream.py"))]
+    argv += ["--port", str(port), "--chunk-delay-ms", str(chunk_delay_ms)]
+    proc = fleet.start("mock", argv, clean_env())
+    wait_ready(proc, f"http://127.0.0.1:{port}/health", 15.0)
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def start_memshadow(fleet: Fleet, mock_url: str) -> tuple[str, str]:
+    """Start ``memshadow serve`` through its public contract; return (base URL, tenant key)."""
+    exe = VENV_BIN / "memshadow"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} not found (pip install -e {REPO})")
+    data_dir = fleet.workdir / "memshadow-data"
+    env = clean_env(
+        MEMSHADOW_UPSTREAM_BASE_URL=mock_url,
+        MEMSHADOW_UPSTREAM_API_KEY="sk-mock",
+        MEMSHADOW_DATA_DIR=str(data_dir),
+        MEMSHADOW_ADMIN_KEY=secrets.token_urlsafe(24),
+    )
+    created = subprocess.run(
+        [str(exe), "keys", "create", "--tenant", "bench"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    lines = created.stdout.decode().strip().splitlines()
+    if created.returncode != 0 or not lines:
+        raise RuntimeError(f"keys create failed: {created.stderr.decode()[-500:]}")
+    port = free_port()
+    argv = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = fleet.start("memshadow", argv, env)
+    wait_ready(proc, f"http://127.0.0.1:{port}/health", 120.0)
+    return f"http://127.0.0.1:{port}/v1", lines[-1].strip()
+
+
+def litellm_config(mock_url: str, master_key: str) -> str:
+    # JSON is YAML: no need for a YAML writer. No database_url: no Prisma, no spend logs.
+    return json.dumps(
+        {
+            "model_list": [
+                {
+                    "model_name": MODEL,
+                    "litellm_params": {
+                        "model": f"openai/{MODEL}",
+                        "api_base": mock_url,
+                        "api_key": "sk-mock",
+                    },
+                }
+            ],
+            "general_settings": {"master_key": master_key},
+            "litellm_settings": {"set_verbose": False},
+        },
+        indent=2,
+    )
+
+
+def start_litellm(fleet: Fleet, mock_url: str) -> tuple[str, str]:
+    """Start LiteLLM's own proxy (uvicorn, one worker); return (base URL, master key)."""
+    exe = VENV_BIN / "litellm"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} not found (pip install 'litellm[proxy]')")
+    master_key = "sk-" + secrets.token_hex(16)
+    config = fleet.workdir / "litellm.yaml"
+    config.write_text(litellm_config(mock_url, master_key))
+    # The local cost map avoids a network fetch (and its retries) at start; LITELLM_LOG=ERROR
+    # is its quiet default level made explicit. Telemetry is a no-op flag in this version.
+    env = clean_env(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    port = free_port()
+    argv = [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    proc = fleet.start("litellm", argv, env)
+    wait_ready(proc, f"http://127.0.0.1:{port}/health/liveliness", 180.0)
+    return f"http://127.0.0.1:{port}/v1", master_key
+
+
+def start_targets(fleet: Fleet, opts: Options) -> list[Target]:
+    """Start every requested server; a target that cannot start is skipped, loudly."""
+    mock_url = start_mock(fleet, opts.chunk_delay_ms)
+    targets = [Target("direct", mock_url, {"authorization": "Bearer sk-mock"})]
+    starters: dict[str, Callable[[], list[Target]]] = {
+        "memshadow": lambda: memshadow_targets(*start_memshadow(fleet, mock_url), opts.memory),
+        "litellm": lambda: [litellm_target(*start_litellm(fleet, mock_url))],
+    }
+    for name in ("memshadow", "litellm"):
+        if name not in opts.targets:
+            continue
+        print(f"starting {name} …", flush=True)
+        try:
+            targets += starters[name]()
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            print(f"SKIPPING {name}: {exc}\n{fleet.log_tail(name)}", file=sys.stderr, flush=True)
+    return targets
+
+
+def memshadow_targets(base_url: str, key: str, modes: list[str]) -> list[Target]:
+    # One server, one target per memory mode: the mode is only a request header.
+    return [
+        Target(
+            f"memshadow[{mode}]",
+            base_url,
+            {"authorization": f"Bearer {key}", "x-memory-mode": mode},
+        )
+        for mode in modes
+    ]
+
+
+def litellm_target(base_url: str, master_key: str) -> Target:
+    return Target("litellm", base_url, {"authorization": f"Bearer {master_key}"})
+
+
+# ---------------------------------------------------------------- the run
+
+
+async def run_rounds(targets: list[Target], opts: Options, results: Results) -> None:
+    async with load_client(opts.client, max(opts.concurrency), len(targets)) as client:
+        for target in list(targets):
+            problem = await check_target(client, target)
+            if problem:
+                print(f"SKIPPING {target.name}: {problem}", file=sys.stderr)
+                targets.remove(target)
+        # Objects alive now live for the whole run; freezing them keeps the collector's
+        # full passes (and their pauses in our timings) short.
+        gc.collect()
+        gc.freeze()
+        for round_no in range(opts.rounds):
+            started = time.perf_counter()
+            await one_round(client, targets, opts, results)
+            print(
+                f"round {round_no + 1}/{opts.rounds} done in {time.perf_counter() - started:.1f}s",
+                flush=True,
+            )
+
+
+async def one_round(
+    client: LoadClient, targets: list[Target], opts: Options, results: Results
+) -> None:
+    for target in targets:
+        samples = await sequential(client, target, opts.requests)
+        results.add_sequential(
+            target.name, samples.plain, samples.ttfc, samples.total, samples.errors
+        )
+    for concurrency in opts.concurrency:
+        for stream in (False, True):
+            for target in targets:
+                rps, errors = await throughput(client, target, concurrency, opts.window_s, stream)
+                results.add_throughput(target.name, concurrency, stream, rps, errors)
+
+
+async def profile_memshadow(
+    targets: list[Target], pid: int, opts: Options, out: Path
+) -> Path | None:
+    """Record the MemShadow server with py-spy under concurrency-32 plain load."""
+    target = next((t for t in targets if t.name.startswith("memshadow")), None)
+    py_spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
+    if target is None or not Path(py_spy).exists():
+        print("profile skipped: no memshadow target or no py-spy (pip install py-spy)")
+        return None
+    concurrency = max(opts.concurrency)
+    recorder = subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--duration",
+            str(int(opts.profile_s) + 1),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(0.5)  # let py-spy attach before the load starts
+        async with load_client(opts.client, concurrency, 1) as client:
+            rps, _ = await throughput(client, target, concurrency, opts.profile_s, False)
+        print(f"profiled {target.name} at {rps:.0f} req/s")
+        _, err = await asyncio.to_thread(recorder.communicate, None, opts.profile_s + 30)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    if recorder.returncode != 0 or not out.exists():
+        print(f"profile failed: {err.decode(errors='replace')[-500:]}")
+        return None
+    return out
+
+
+def run(opts: Options) -> Results:
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ms-bench-")))
+        fleet = Fleet(workdir)
+        stack.callback(fleet.close)  # runs before the temp dir is removed
+        targets = start_targets(fleet, opts)
+        results = Results(opts_summary(opts))
+        run_loop(run_rounds(targets, opts, results))
+        if opts.profile_path is not None:
+            pid = fleet.pid_of("memshadow")
+            if pid is not None:
+                run_loop(profile_memshadow(targets, pid, opts, opts.profile_path))
+        return results
+
+
+def opts_summary(opts: Options) -> dict[str, Any]:
+    return {
+        "requests_per_round": opts.requests,
+        "rounds": opts.rounds,
+        "concurrency": opts.concurrency,
+        "window_s": opts.window_s,
+        "memory_modes": opts.memory,
+        "chunk_delay_ms": opts.chunk_delay_ms,
+        "client": opts.client,
+        "cpus": os.cpu_count(),
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=200,
+        help="concurrency-1 requests per target per round, each of plain and "
+        "streamed (default 200)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--concurrency",
+        default="32,16",
+        help="throughput concurrencies, comma-separated (default 32,16)",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=2.0,
+        help="seconds of load per throughput window (default 2)",
+    )
+    parser.add_argument(
+        "--memory",
+        default="off",
+        help="MemShadow X-Memory-Mode values to measure, comma-separated: "
+        "off,on,read,write (default off)",
+    )
+    parser.add_argument(
+        "--targets",
+        default="direct,memshadow,litellm",
+        help="which proxies to start (direct is always measured)",
+    )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=float,
+        default=0.0,
+        help="mock upstream delay between SSE chunks (default 0)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="after the rounds, py-spy the MemShadow server under "
+        "concurrency-32 plain load; write raw stacks here",
+    )
+    parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--client",
+        choices=("aiohttp", "httpx"),
+        default="aiohttp",
+        help="load generator's HTTP client (default aiohttp: cheaper)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts for a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.rounds, args.window = 30, 2, 0.5
+    return Options(
+        requests=max(1, args.requests),
+        rounds=max(1, args.rounds),
+        concurrency=[int(c) for c in args.concurrency.split(",") if c],
+        window_s=min(args.window, MAX_WINDOW_SECONDS),
+        memory=[m.strip() for m in args.memory.split(",") if m.strip()],
+        targets=[t.strip() for t in args.targets.split(",") if t.strip()],
+        chunk_delay_ms=args.chunk_delay_ms,
+        json_path=args.json,
+        profile_path=args.profile,
+        profile_s=min(args.profile_seconds, MAX_WINDOW_SECONDS),
+        client=args.client,
+    )
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so that the cleanup in ``run`` runs, as on Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    opts = parse_args(argv)
+    try:
+        with sigterm_as_exit():
+            results = run(opts)
+    except KeyboardInterrupt:
+        # run() has already stopped the servers and removed the temp dir on the way out.
+        print("interrupted; servers stopped", file=sys.stderr)
+        sys.exit(130)
+    print_report(results)
+    if opts.profile_path is not None and opts.profile_path.exists():
+        print_profile(opts.profile_path)
+    if opts.json_path is not None:
+        opts.json_path.write_text(json.dumps(results.to_json(), indent=2))
+        print(f"figures written to {opts.json_path}")
+
+
+if __name__ == "__main__":
+    main()
