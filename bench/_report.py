@@ -144,13 +144,26 @@ class Results:
             for (target, c, s), values in self.rps.items()
         }
         goals = [{"what": w, "measured": m, "goal": g, "met": ok} for w, m, g, ok in self.goals()]
-        return {
+        figures = {
             "settings": self.settings,
             "latency_c1": latency,
             "throughput": rps,
             "errors": dict(self.errors),
             "goals": goals,
         }
+        cleaned: dict[str, Any] = _nan_to_none(figures)
+        return cleaned
+
+
+def _nan_to_none(value: Any) -> Any:
+    """NaN (no samples) becomes null: strict JSON readers reject NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def _fmt(value: float, width: int = 8, digits: int = 2) -> str:

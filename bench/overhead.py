@@ -477,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if opts.profile_path is not None and opts.profile_path.exists():
         print_profile(opts.profile_path)
     if opts.json_path is not None:
-        opts.json_path.write_text(json.dumps(results.to_json(), indent=2))
+        opts.json_path.write_text(json.dumps(results.to_json(), indent=2, allow_nan=False))
         print(f"figures written to {opts.json_path}")
 
 
