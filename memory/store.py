@@ -1,0 +1,122 @@
+"""The storage boundary: a narrow Protocol the service talks to, and the types it exchanges.
+
+The store is durable (LanceDB in :mod:`memory.lancedb_store`) and also answers the hot-path
+candidate search from RAM structures it keeps in sync with its own writes. Ranking of those
+candidates is not its business (:mod:`memory.retrieval`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from memory.model import Memory, Tier
+
+__all__ = [
+    "Candidates",
+    "ListPage",
+    "MemoryStore",
+    "ModelMismatch",
+    "ScopeFilter",
+    "Vectors",
+]
+
+Vectors = npt.NDArray[np.float32]
+
+
+class ModelMismatch(RuntimeError):
+    """A tenant's table was written with another embedding model or dimension."""
+
+
+@dataclass(frozen=True)
+class ScopeFilter:
+    """Which memories of a tenant an operation may touch. ``user=None`` means all users."""
+
+    user: str | None = None
+    session: str | None = None
+    tiers: frozenset[Tier] | None = None
+    include_inactive: bool = False
+
+
+@dataclass
+class Candidates:
+    """Hot-path candidates for one query, aligned arrays (one row per memory).
+
+    ``vector_rank``/``keyword_rank`` are 0-based ranks within each retriever's own top list,
+    or -1 when the memory was not in that list.
+    """
+
+    memories: list[Memory] = field(default_factory=list)
+    vectors: Vectors = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    vector_sim: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    keyword: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    vector_rank: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    keyword_rank: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    searched: int = 0  # live memories considered
+
+
+@dataclass(frozen=True)
+class ListPage:
+    items: list[Memory]
+    next_cursor: str | None
+
+
+class MemoryStore(Protocol):
+    """What :class:`memory.service.MemoryService` needs from storage.
+
+    ``add`` upserts by id (idempotent); ``candidates`` is the hot path. The rest serve the
+    memory API. All methods confine themselves to one tenant's data.
+    """
+
+    model_id: str
+    dimension: int
+
+    async def add(self, tenant: str, memories: Sequence[Memory], vectors: Vectors) -> None: ...
+
+    async def candidates(
+        self, tenant: str, query_vector: Vectors, query_text: str, scope: ScopeFilter, limit: int
+    ) -> Candidates: ...
+
+    async def nearest(
+        self, tenant: str, user: str, vectors: Vectors, hashes: Sequence[str]
+    ) -> list[tuple[Memory | None, float]]: ...
+
+    async def get(self, tenant: str, memory_id: str) -> tuple[Memory, Vectors] | None: ...
+
+    async def list_memories(
+        self, tenant: str, scope: ScopeFilter, cursor: str | None, limit: int
+    ) -> ListPage: ...
+
+    async def delete(self, tenant: str, ids: Sequence[str]) -> int: ...
+
+    async def delete_scope(self, tenant: str, user: str, session: str | None) -> int: ...
+
+    async def by_hash(
+        self, tenant: str, user: str, hashes: Sequence[str]
+    ) -> list[Memory | None]: ...
+
+    async def touch(
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        *,
+        useful: float = 0.0,
+        not_useful: float = 0.0,
+        reinforced: int = 0,
+    ) -> int: ...
+
+    async def open_tenant(self, tenant: str) -> None: ...
+
+    async def optimize(self, tenant: str, *, cleanup: bool = True) -> None: ...
+
+    def export(
+        self, tenant: str, scope: ScopeFilter
+    ) -> AsyncIterator[tuple[Memory, Vectors]]: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,45 @@
+"""Usefulness statistics: a Beta posterior per memory over "was it useful when injected?".
+
+Each memory carries pseudo-counts ``useful`` (α − 1) and ``not_useful`` (β − 1) on top of a
+Beta(``prior_useful``, ``prior_not_useful``) prior. Feedback may be a boolean or a score in
+``[-1, 1]``; a score splits one unit of evidence between the two counts, so ``0.0`` is
+"no information either way" and adds half a count to each (it does narrow the posterior).
+Pure functions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["UsefulnessPrior", "evidence", "posterior_mean", "prior_weight"]
+
+
+@dataclass(frozen=True)
+class UsefulnessPrior:
+    """Beta prior; the default Beta(2, 2) says "probably fine", weakly (mean 0.5)."""
+
+    useful: float = 2.0
+    not_useful: float = 2.0
+
+
+def evidence(feedback: bool | float) -> tuple[float, float]:
+    """Map one piece of feedback to (useful, not_useful) increments."""
+    if isinstance(feedback, bool):
+        return (1.0, 0.0) if feedback else (0.0, 1.0)
+    score = max(-1.0, min(1.0, float(feedback)))
+    return (score + 1.0) / 2.0, (1.0 - score) / 2.0
+
+
+def posterior_mean(useful: float, not_useful: float, prior: UsefulnessPrior) -> float:
+    """Expected probability that the memory helps, in (0, 1)."""
+    alpha = prior.useful + max(0.0, useful)
+    beta = prior.not_useful + max(0.0, not_useful)
+    return alpha / (alpha + beta)
+
+
+def prior_weight(mean: float, strength: float = 0.5) -> float:
+    """Multiplicative ranking factor: 1.0 at the prior mean 0.5, ``1 ± strength/2`` at the ends.
+
+    Bounded so that usefulness re-orders close calls without overriding relevance.
+    """
+    return 1.0 + strength * (mean - 0.5)
