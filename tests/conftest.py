@@ -26,6 +26,7 @@ from tests.fakes import FakeUpstream
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 UPSTREAM = "https://upstream.test/v1"
+ASGI_BASE = "http://memshadow.test"  # the in-process app; respx lets this host through
 ADMIN_KEY = "admin-secret-for-tests"
 
 
@@ -61,10 +62,15 @@ def tenant_key(registry: TenantRegistry) -> str:
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    """The default upstream, mocked with respx; other hosts are refused."""
+    """The default upstream, mocked with respx; other hosts are refused.
+
+    ``using="httpx"`` patches the client rather than httpcore, so it also intercepts the
+    aiohttp transport the proxy uses in production.
+    """
     fake = FakeUpstream()
-    with respx.mock(assert_all_called=False) as mock:
+    with respx.mock(assert_all_called=False, using="httpx") as mock:
         mock.route(url__startswith=UPSTREAM).mock(side_effect=fake.handle)
+        mock.route(url__startswith=ASGI_BASE).pass_through()
         yield fake
 
 
@@ -79,7 +85,7 @@ async def client(app: FastAPI, tenant_key: str) -> AsyncIterator[httpx.AsyncClie
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport,
-            base_url="http://memshadow.test",
+            base_url=ASGI_BASE,
             headers={"authorization": f"Bearer {tenant_key}"},
         ) as http:
             yield http

@@ -14,7 +14,7 @@ from proxy.app import create_app
 from proxy.auth import Authenticator
 from proxy.errors import AuthenticationFailed
 from proxy.keys import TenantRegistry, TenantUpstream
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, ASGI_BASE
 from tests.fakes import FakeUpstream
 
 pytestmark = pytest.mark.usefixtures("upstream")
@@ -107,7 +107,7 @@ async def test_passthrough_mode_forwards_the_callers_key(
     app = create_app(settings.model_copy(update={"auth_mode": "passthrough"}), registry=registry)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
             for key in ("sk-caller-one", "sk-caller-one", "sk-caller-two"):
                 response = await http.post(
                     "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
@@ -146,7 +146,7 @@ class TestAdminApi:
         app = create_app(settings.model_copy(update={"admin_key": None}), registry=registry)
         async with LifespanManager(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
                 response = await http.get("/admin/keys", headers={"authorization": "Bearer x"})
         assert response.status_code == 403
         assert "MEMSHADOW_ADMIN_KEY" in response.json()["error"]["message"]

@@ -9,6 +9,7 @@ from asgi_lifespan import LifespanManager
 from config import Settings
 from proxy.app import create_app
 from proxy.keys import TenantRegistry
+from tests.conftest import ASGI_BASE
 from tests.fakes import FakeUpstream
 
 
@@ -55,7 +56,7 @@ async def test_an_unexpected_failure_is_an_openai_shaped_500(
     app = create_app(settings, registry=BrokenRegistry(str(settings.data_dir / "r")))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
             response = await http.post(
                 "/v1/chat/completions",
                 json={"model": "m", "messages": [{"role": "user", "content": "x"}]},

@@ -13,6 +13,7 @@ from asgi_lifespan import LifespanManager
 from config import ModelRoute, Settings
 from proxy.app import create_app
 from proxy.keys import TenantRegistry
+from tests.conftest import ASGI_BASE
 
 ANTHROPIC = "https://api.anthropic.com/v1/messages"
 
@@ -98,7 +99,7 @@ async def claude_client(
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport,
-            base_url="http://t",
+            base_url=ASGI_BASE,
             headers={"authorization": f"Bearer {tenant_key}"},
         ) as http:
             yield http

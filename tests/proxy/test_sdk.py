@@ -20,7 +20,7 @@ import pytest
 from config import Settings
 from proxy.app import create_app
 from proxy.keys import TenantRegistry
-from tests.conftest import LoopbackServer
+from tests.conftest import LoopbackServer, free_port
 from tests.fakes import FakeUpstream, completion
 
 
@@ -227,3 +227,36 @@ async def test_client_disconnect_cancels_the_upstream_stream(tmp_path: Path) -> 
             while not closed.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
     assert closed.is_set(), "the upstream kept streaming after the client left"
+
+
+def test_unreachable_and_slow_upstreams_through_the_real_transport(tmp_path: Path) -> None:
+    """502 for a refused connection and 504 for a read timeout, over real sockets."""
+
+    async def silent_upstream(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await asyncio.sleep(5)
+
+    with LoopbackServer(silent_upstream) as slow:
+        for base_url, status in (
+            (f"http://127.0.0.1:{free_port()}/v1", 502),
+            (f"{slow.url}/v1", 504),
+        ):
+            settings = Settings(
+                upstream_base_url=base_url, upstream_timeout_s=0.5, data_dir=tmp_path / str(status)
+            )
+            registry = TenantRegistry(str(settings.data_dir / "registry"))
+            key, _ = registry.create_key("acme")
+            with LoopbackServer(create_app(settings, registry=registry)) as proxy_server:
+                client = openai.OpenAI(
+                    base_url=f"{proxy_server.url}/v1", api_key=key, max_retries=0
+                )
+                with client, pytest.raises(openai.APIStatusError) as caught:
+                    client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+            assert caught.value.status_code == status
+            assert caught.value.code == (
+                "upstream_unavailable" if status == 502 else "upstream_timeout"
+            )
