@@ -28,7 +28,7 @@ __all__ = ["ScopeIndex", "terms"]
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _STOPWORDS = frozenset(
-    "a an and are as at be been but by can could did do does for from had has have he her his "
+    "a about all also am an and any are as at be been but by can could did do does for from had has have he her his "
     "i if in into is it its me my no not of on or our she so than that the their them then "
     "there these they this to was we were what when where which who whom why will with would "
     "you your yours".split()

@@ -12,7 +12,14 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 __all__ = [
     "MAX_SCOPE_CHARS",
@@ -70,6 +77,12 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _invalid(error: ValidationError) -> InvalidMemory:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "item"
+    return InvalidMemory(field, first["msg"].removeprefix("Value error, "))
+
+
 def check_scope_part(field: str, value: str) -> str:
     if not value or not value.strip():
         raise InvalidMemory(field, "must not be empty")
@@ -87,11 +100,21 @@ class Scope(BaseModel):
     user: str
     session: str | None = None
 
-    def model_post_init(self, _context: Any) -> None:
-        check_scope_part("tenant", self.tenant)
-        check_scope_part("user", self.user)
-        if self.session is not None:
-            check_scope_part("session", self.session)
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise _invalid(error) from None
+
+    @field_validator("tenant", "user", "session")
+    @classmethod
+    def _part_sane(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_scope_part(str(info.field_name), value)
+        except InvalidMemory as error:
+            raise ValueError(error.message) from None
 
 
 class NewMemory(BaseModel):
@@ -128,9 +151,7 @@ def parse_new_memory(raw: Mapping[str, Any] | NewMemory, *, max_chars: int) -> N
     try:
         item = raw if isinstance(raw, NewMemory) else NewMemory.model_validate(dict(raw))
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "item"
-        raise InvalidMemory(field, first["msg"]) from None
+        raise _invalid(error) from None
     if len(item.content) > max_chars:
         raise InvalidMemory("content", f"is {len(item.content)} characters; limit {max_chars}")
     return item

@@ -2,9 +2,12 @@
 
 Pure functions over :class:`memory.store.Candidates`; no I/O. The order of operations:
 
-1. Reciprocal-rank fusion of the vector and BM25 lists (Cormack et al., k = 60), scaled so
-   that rank 1 in both lists is 1.0. RRF needs no score calibration between retrievers,
-   which matters because cosine and BM25 live on unrelated scales.
+1. Score-weighted reciprocal-rank fusion of the vector and BM25 lists: each retriever adds
+   ``1 / (k + rank)`` (Cormack et al., k = 60) times the hit's score relative to that
+   retriever's best. Ranks need no calibration between cosine and BM25 scales; the relative
+   score stops plain RRF's failure where a hit that matched only a common word ("about") in
+   BM25 gets as much credit as the one that matched the rare, decisive term.
+   Scaled so that the top hit of both retrievers is 1.0.
 2. ``× recency``: the tier's half-life decay (``policies.retention``), mixed in with weight
    ``recency_weight`` so that a relevant old fact still beats an irrelevant new one.
 3. ``× usefulness``: the Beta posterior mean mapped to a bounded factor
@@ -44,11 +47,18 @@ class RecallWeights:
 
 
 def fuse(candidates: Candidates, rrf_k: float) -> Floats:
-    """RRF relevance in [0, 1]: 1.0 for the first hit of both retrievers."""
+    """Fused relevance in [0, 1]: 1.0 for the first hit of both retrievers."""
     scores = np.zeros(len(candidates.memories), np.float64)
-    for ranks in (candidates.vector_rank, candidates.keyword_rank):
+    lists = ((candidates.vector_rank, candidates.vector_sim),
+             (candidates.keyword_rank, candidates.keyword))  # fmt: skip
+    for ranks, raw in lists:
         present = ranks >= 0
-        scores[present] += 1.0 / (rrf_k + 1.0 + ranks[present])
+        if not present.any():
+            continue
+        values = np.clip(raw.astype(np.float64), 0.0, None)
+        best = float(values[present].max())
+        relative = values[present] / best if best > 0 else np.ones(int(present.sum()))
+        scores[present] += relative / (rrf_k + 1.0 + ranks[present])
     return scores / (2.0 / (rrf_k + 1.0))
 
 

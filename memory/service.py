@@ -277,7 +277,10 @@ class MemoryService:
             yield record
 
     async def import_(self, tenant: str, records: Iterable[Mapping[str, Any]]) -> int:
-        """Restore exported records (ids kept; re-embedded unless the vector is usable)."""
+        """Restore exported records (ids kept; re-embedded unless the vector is usable).
+
+        Records without an ``id`` are plain items (``user`` and ``content`` required).
+        """
         await self._store.open_tenant(tenant)
         batch: list[tuple[Memory, list[float] | None]] = []
         count = 0
@@ -286,7 +289,9 @@ class MemoryService:
             if len(batch) >= _IMPORT_BATCH:
                 count += await self._submit_restores(tenant, batch)
                 batch = []
-        return count + await self._submit_restores(tenant, batch)
+        count += await self._submit_restores(tenant, batch)
+        await self._ingest.flush()  # an import is done when it is searchable
+        return count
 
     def _restore(self, tenant: str, n: int, record: Mapping[str, Any]) -> tuple[Memory, list[float] | None]:
         data = {k: v for k, v in record.items() if k not in ("vector", "embedding_model")}
