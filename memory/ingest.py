@@ -171,6 +171,7 @@ class Ingestor:
         self._progress = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._replay_until = 0  # entries up to this seq may already be in the store
         # Acknowledged but not yet applied: visible to get() and exact-duplicate checks.
         self._pending: dict[str, Memory] = {}
         self._pending_hash: dict[tuple[str, str, str], Memory] = {}
@@ -178,6 +179,7 @@ class Ingestor:
     async def start(self) -> None:
         replay = await asyncio.to_thread(self._wal.open)
         self._applied = self._committed = self._wal.applied()
+        self._replay_until = replay[-1].seq if replay else 0
         for entry in replay:
             self._committed = max(self._committed, entry.seq)
             self._track(entry.tenant, entry.memory)
@@ -291,15 +293,17 @@ class Ingestor:
 
     async def _apply_with_retry(self, batch: list[WalEntry]) -> None:
         delay = 0.1
+        first_attempt = True
         while True:
             try:
-                await self._apply(batch)
+                await self._apply(batch, first_attempt)
                 break
             except (OSError, RuntimeError, ValueError) as error:
                 # Acknowledged data must not be dropped: keep retrying (it is in the WAL).
                 log.error("applying %d memories failed, retrying in %.1fs: %s", len(batch), delay, error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+                first_attempt = False  # part of the batch may be stored: upsert from now on
         await asyncio.to_thread(self._wal.mark_applied, batch[-1].seq)
         for entry in batch:
             self._untrack(entry.tenant, entry.memory)
@@ -307,7 +311,7 @@ class Ingestor:
             self._applied = batch[-1].seq
             self._progress.notify_all()
 
-    async def _apply(self, batch: list[WalEntry]) -> None:
+    async def _apply(self, batch: list[WalEntry], first_attempt: bool) -> None:
         vectors = await self._vectors(batch)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, entry in enumerate(batch):
@@ -330,7 +334,11 @@ class Ingestor:
                 ):
                     memories[i] = memories[i].model_copy(update={"superseded_by": survivor.id})
                     reinforce.append(survivor.id)
-            await self._store.add(tenant, memories, vectors[rows])
+            # Fresh ids can be appended; a replayed or restored entry may already be stored.
+            new = first_attempt and all(
+                batch[r].seq > self._replay_until and not batch[r].restore for r in rows
+            )
+            await self._store.add(tenant, memories, vectors[rows], new=new)
             if reinforce:
                 await self._store.touch(tenant, reinforce, reinforced=1)
 

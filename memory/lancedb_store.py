@@ -191,15 +191,24 @@ class LanceMemoryStore:
             )
 
     # -- writes ------------------------------------------------------------------------
-    async def add(self, tenant: str, memories: Sequence[Memory], vectors: Vectors) -> None:
+    async def add(
+        self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
+    ) -> None:
         if memories:
-            await self._on_writer(lambda: self._upsert(tenant, memories, vectors))
+            await self._on_writer(lambda: self._upsert(tenant, memories, vectors, new=new))
 
-    def _upsert(self, tenant: str, memories: Sequence[Memory], vectors: Vectors) -> None:
+    def _upsert(
+        self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
+    ) -> None:
         table = self._table(tenant, create=True)
         data = _to_arrow(memories, vectors, table.schema)
-        (table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
-         .execute(data))  # fmt: skip
+        if new:
+            # Ids the caller guarantees are not in the table: a plain append, which unlike
+            # merge_insert does not join against the whole table.
+            table.add(data)
+        else:
+            (table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+             .execute(data))  # fmt: skip
         by_user: dict[str, list[int]] = {}
         for i, memory in enumerate(memories):
             by_user.setdefault(memory.user, []).append(i)

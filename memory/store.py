@@ -75,7 +75,11 @@ class MemoryStore(Protocol):
     model_id: str
     dimension: int
 
-    async def add(self, tenant: str, memories: Sequence[Memory], vectors: Vectors) -> None: ...
+    async def add(
+        self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
+    ) -> None:
+        """Upsert by id; ``new=True`` promises the ids are not stored yet (plain append)."""
+        ...
 
     async def candidates(
         self, tenant: str, query_vector: Vectors, query_text: str, scope: ScopeFilter, limit: int
