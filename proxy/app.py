@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,8 @@ from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
 
 from config import Settings
+from memory.embedder import Embedder, load_embedder
+from memory.service import MemoryService
 from proxy.auth import AdminGuard, Authenticator
 from proxy.errors import install_error_handlers
 from proxy.keys import TenantRegistry
@@ -20,6 +23,7 @@ from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
 from proxy.pipeline import ChatMemory, NoMemory
 from proxy.routes import admin, chat, health, passthrough
+from proxy.routes import memories as memories_routes
 from proxy.routing import ModelRouter
 from proxy.services import Services
 from proxy.upstream import LiteLLMUpstream, OpenAIUpstream
@@ -65,13 +69,36 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+async def open_memories(settings: Settings, embedder: Embedder | None) -> MemoryService | None:
+    """The memory engine, or None (plain proxy, logged) when it is off or cannot start."""
+    if not settings.memory.enabled:
+        return None
+    try:
+        if embedder is None:
+            embedder = await asyncio.to_thread(
+                load_embedder, settings.memory.embedder_model, settings.data_dir / "models"
+            )
+        service = MemoryService(
+            settings.data_dir / "memory",
+            embedder,
+            max_content_chars=settings.memory.max_content_chars,
+        )
+        await service.start()
+    except (OSError, RuntimeError, ValueError) as error:
+        logger.error("memory engine unavailable, serving as a plain proxy: %s", error)
+        return None
+    return service
+
+
 def create_app(
     settings: Settings,
     *,
     registry: TenantRegistry | None = None,
     http_client: httpx.AsyncClient | None = None,
     litellm: LiteLLMUpstream | None = None,
-    memory: ChatMemory | None = None,
+    embedder: Embedder | None = None,
+    memories: MemoryService | None = None,
+    chat_memory: ChatMemory | None = None,
 ) -> FastAPI:
     """Build the ASGI app. Collaborators given here are used as-is (tests pass fakes)."""
 
@@ -80,6 +107,7 @@ def create_app(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         client = http_client or build_http_client(settings)
         tenants = registry or TenantRegistry(str(settings.data_dir / "registry"))
+        engine = memories or await open_memories(settings, embedder)
         services = Services(
             settings=settings,
             registry=tenants,
@@ -96,7 +124,8 @@ def create_app(
             ),
             openai=OpenAIUpstream(client),
             litellm=litellm or LiteLLMUpstream(),
-            memory=memory or NoMemory(),
+            chat_memory=chat_memory or NoMemory(),
+            memories=engine,
             metrics=Metrics(),
         )
         logger.info(
@@ -109,6 +138,8 @@ def create_app(
         finally:
             if http_client is None:
                 await client.aclose()
+            if engine is not None and memories is None:
+                await engine.aclose()
 
     app = FastAPI(
         title="MemShadow",
@@ -118,7 +149,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    for module in (chat, passthrough, health, admin):
+    for module in (chat, passthrough, memories_routes, health, admin):
         app.include_router(module.router)
     app.add_middleware(RequestIdMiddleware)
     return app

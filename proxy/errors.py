@@ -137,7 +137,9 @@ _STATUS_TYPES = {
 
 def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0] if exc.errors() else {}
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+    location = [str(part) for part in first.get("loc", ())]
+    if location and location[0] in ("body", "query", "path", "header"):
+        location = location[1:]  # where it was sent, not which field it is
     param = ".".join(location) or None
     message = str(first.get("msg", "invalid request"))
     return (f"{param}: {message}" if param else message), param

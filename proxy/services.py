@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from config import Settings
+from memory.service import MemoryService
 from proxy.auth import AdminGuard, Authenticator
 from proxy.keys import TenantRegistry
 from proxy.metrics import Metrics
@@ -24,7 +25,8 @@ class Services:
     router: ModelRouter
     openai: OpenAIUpstream
     litellm: LiteLLMUpstream
-    memory: ChatMemory
+    chat_memory: ChatMemory
+    memories: MemoryService | None
     metrics: Metrics
 
 

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from config import Settings
 from proxy.app import create_app
 from proxy.keys import TenantRegistry
-from tests.fakes import FakeUpstream
+from tests.fakes import FakeEmbedder, FakeUpstream
 
 # LiteLLM fetches a model price map from the internet at import unless told not to.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -74,9 +74,15 @@ def upstream() -> Iterator[FakeUpstream]:
         yield fake
 
 
+def build_app(settings: Settings, **collaborators: Any) -> FastAPI:
+    """The app with the fake embedder unless a test asks otherwise (the model is slow)."""
+    collaborators.setdefault("embedder", FakeEmbedder())
+    return create_app(settings, **collaborators)
+
+
 @pytest.fixture
 def app(settings: Settings, registry: TenantRegistry) -> FastAPI:
-    return create_app(settings, registry=registry)
+    return build_app(settings, registry=registry)
 
 
 @pytest.fixture

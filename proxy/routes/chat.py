@@ -81,10 +81,10 @@ async def chat_completions(request: Request) -> Response:
     chat = parse_body(ChatCompletionRequest, raw)
     target = services.router.resolve(chat.model, caller.tenant.upstream, caller.provider_key)
     context = ChatContext(request.state.request_id, caller, chat, raw, request.headers, target)
-    injection: Injection = await services.memory.inject(context)
+    injection: Injection = await services.chat_memory.inject(context)
     metrics.memory_status.labels(injection.status).inc()
     body = _outgoing_body(injection.body or raw, target, chat)
-    observer = services.memory.observe(context, injection)
+    observer = services.chat_memory.observe(context, injection)
     started = time.perf_counter()
     try:
         answer = await _until_disconnect(

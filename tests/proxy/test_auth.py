@@ -10,11 +10,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from config import Settings
-from proxy.app import create_app
 from proxy.auth import Authenticator
 from proxy.errors import AuthenticationFailed
 from proxy.keys import TenantRegistry, TenantUpstream
-from tests.conftest import ADMIN_KEY, ASGI_BASE
+from tests.conftest import ADMIN_KEY, ASGI_BASE, build_app
 from tests.fakes import FakeUpstream
 
 pytestmark = pytest.mark.usefixtures("upstream")
@@ -104,7 +103,7 @@ async def test_lookups_are_cached(registry: TenantRegistry) -> None:
 async def test_passthrough_mode_forwards_the_callers_key(
     settings: Settings, registry: TenantRegistry, upstream: FakeUpstream
 ) -> None:
-    app = create_app(settings.model_copy(update={"auth_mode": "passthrough"}), registry=registry)
+    app = build_app(settings.model_copy(update={"auth_mode": "passthrough"}), registry=registry)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
@@ -143,7 +142,7 @@ class TestAdminApi:
     async def test_disabled_without_admin_key(
         self, settings: Settings, registry: TenantRegistry
     ) -> None:
-        app = create_app(settings.model_copy(update={"admin_key": None}), registry=registry)
+        app = build_app(settings.model_copy(update={"admin_key": None}), registry=registry)
         async with LifespanManager(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:

@@ -7,9 +7,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from config import Settings
-from proxy.app import create_app
 from proxy.keys import TenantRegistry
-from tests.conftest import ASGI_BASE
+from tests.conftest import ASGI_BASE, build_app
 from tests.fakes import FakeUpstream
 
 
@@ -53,7 +52,7 @@ class BrokenRegistry(TenantRegistry):
 async def test_an_unexpected_failure_is_an_openai_shaped_500(
     settings: Settings, upstream: FakeUpstream
 ) -> None:
-    app = create_app(settings, registry=BrokenRegistry(str(settings.data_dir / "r")))
+    app = build_app(settings, registry=BrokenRegistry(str(settings.data_dir / "r")))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:

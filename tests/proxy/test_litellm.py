@@ -11,9 +11,8 @@ import respx
 from asgi_lifespan import LifespanManager
 
 from config import ModelRoute, Settings
-from proxy.app import create_app
 from proxy.keys import TenantRegistry
-from tests.conftest import ASGI_BASE
+from tests.conftest import ASGI_BASE, build_app
 
 ANTHROPIC = "https://api.anthropic.com/v1/messages"
 
@@ -94,7 +93,7 @@ async def claude_client(
             ]
         }
     )
-    app = create_app(routed, registry=registry)
+    app = build_app(routed, registry=registry)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(

@@ -18,9 +18,8 @@ import openai
 import pytest
 
 from config import Settings
-from proxy.app import create_app
 from proxy.keys import TenantRegistry
-from tests.conftest import LoopbackServer, free_port
+from tests.conftest import LoopbackServer, build_app, free_port
 from tests.fakes import FakeUpstream, completion
 
 
@@ -39,7 +38,7 @@ def live(tmp_path: Path, fake_upstream: FakeUpstream) -> Iterator[tuple[str, str
         )
         registry = TenantRegistry(str(settings.data_dir / "registry"))
         key, _ = registry.create_key("acme")
-        with LoopbackServer(create_app(settings, registry=registry)) as proxy_server:
+        with LoopbackServer(build_app(settings, registry=registry)) as proxy_server:
             yield f"{proxy_server.url}/v1", key
 
 
@@ -212,7 +211,7 @@ async def test_client_disconnect_cancels_the_upstream_stream(tmp_path: Path) -> 
         settings = Settings(upstream_base_url=f"{upstream_server.url}/v1", data_dir=tmp_path / "d")
         registry = TenantRegistry(str(settings.data_dir / "registry"))
         key, _ = registry.create_key("acme")
-        with LoopbackServer(create_app(settings, registry=registry)) as proxy_server:
+        with LoopbackServer(build_app(settings, registry=registry)) as proxy_server:
             async with httpx.AsyncClient(base_url=proxy_server.url) as http:
                 body = {"model": "m", "stream": True, "messages": MESSAGES}
                 async with http.stream(
@@ -238,7 +237,7 @@ def test_unreachable_and_slow_upstreams_through_the_real_transport(tmp_path: Pat
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        await asyncio.sleep(5)
+        await asyncio.sleep(1.0)  # past the 0.5 s timeout, short enough for shutdown
 
     with LoopbackServer(silent_upstream) as slow:
         for base_url, status in (
@@ -250,7 +249,7 @@ def test_unreachable_and_slow_upstreams_through_the_real_transport(tmp_path: Pat
             )
             registry = TenantRegistry(str(settings.data_dir / "registry"))
             key, _ = registry.create_key("acme")
-            with LoopbackServer(create_app(settings, registry=registry)) as proxy_server:
+            with LoopbackServer(build_app(settings, registry=registry)) as proxy_server:
                 client = openai.OpenAI(
                     base_url=f"{proxy_server.url}/v1", api_key=key, max_retries=0
                 )
