@@ -21,6 +21,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from policies.decision import MemoryPolicy
+
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 _ENV_REFERENCE = "os.environ/"
 
@@ -60,9 +62,11 @@ class MemorySettings(BaseModel):
         default=None,
         description="Path or name of a sentence-transformers model; default: bundled MiniLM.",
     )
-    recall_deadline_ms: float = 60.0
-    default_k: int = 8
     max_content_chars: int = 32_000
+    policy: MemoryPolicy = Field(
+        default_factory=MemoryPolicy,
+        description="Deployment-wide memory policy; each tenant may override any field.",
+    )
 
 
 class Settings(BaseSettings):

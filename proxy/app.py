@@ -17,13 +17,18 @@ from config import Settings
 from memory.embedder import Embedder, load_embedder
 from memory.service import MemoryService
 from proxy.auth import AdminGuard, Authenticator
+from proxy.capture import CaptureQueue
 from proxy.errors import install_error_handlers
+from proxy.injection import MemoryInjector
 from proxy.keys import TenantRegistry
 from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
+from proxy.model_info import load_context_windows
 from proxy.pipeline import ChatMemory, NoMemory
+from proxy.receipts import ReceiptStore
 from proxy.routes import admin, chat, health, passthrough
 from proxy.routes import memories as memories_routes
+from proxy.routes import receipts as receipts_routes
 from proxy.routing import ModelRouter
 from proxy.services import Services
 from proxy.upstream import LiteLLMUpstream, OpenAIUpstream
@@ -90,6 +95,25 @@ async def open_memories(settings: Settings, embedder: Embedder | None) -> Memory
     return service
 
 
+def _injector(
+    settings: Settings,
+    engine: MemoryService | None,
+    capture: CaptureQueue | None,
+    receipts: ReceiptStore,
+    metrics: Metrics,
+) -> ChatMemory:
+    if engine is None or capture is None:
+        return NoMemory()
+    return MemoryInjector(
+        engine,
+        capture,
+        receipts,
+        metrics,
+        policy=settings.memory.policy,
+        windows=load_context_windows(),
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -108,6 +132,12 @@ def create_app(
         client = http_client or build_http_client(settings)
         tenants = registry or TenantRegistry(str(settings.data_dir / "registry"))
         engine = memories or await open_memories(settings, embedder)
+        metrics = Metrics()
+        receipts = ReceiptStore()
+        capture = CaptureQueue(engine) if engine is not None else None
+        if capture is not None:
+            await capture.start()
+        injector = chat_memory or _injector(settings, engine, capture, receipts, metrics)
         services = Services(
             settings=settings,
             registry=tenants,
@@ -124,9 +154,11 @@ def create_app(
             ),
             openai=OpenAIUpstream(client),
             litellm=litellm or LiteLLMUpstream(),
-            chat_memory=chat_memory or NoMemory(),
+            chat_memory=injector,
             memories=engine,
-            metrics=Metrics(),
+            capture=capture,
+            receipts=receipts,
+            metrics=metrics,
         )
         logger.info(
             "memshadow ready: upstream %s, data in %s",
@@ -138,6 +170,8 @@ def create_app(
         finally:
             if http_client is None:
                 await client.aclose()
+            if capture is not None:
+                await capture.aclose()
             if engine is not None and memories is None:
                 await engine.aclose()
 
@@ -149,7 +183,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    for module in (chat, passthrough, memories_routes, health, admin):
+    for module in (chat, passthrough, memories_routes, receipts_routes, health, admin):
         app.include_router(module.router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -25,6 +25,12 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
+        self.memory_degraded = Counter(
+            "memshadow_memory_degraded",
+            "Chat requests forwarded without memory because the memory side failed.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.memory_status = Counter(
             "memshadow_memory_status",
             "Chat requests by memory outcome (ok, abstained, off, degraded).",

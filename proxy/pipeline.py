@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from memory.model import Scope
+from policies.decision import Decision
 from proxy.auth import Caller
+from proxy.receipts import Receipt
 from proxy.routing import Target
 from proxy.schemas import ChatCompletionRequest
 from proxy.streaming import StreamObserver
@@ -40,6 +43,9 @@ class Injection:
     injected: int = 0
     tokens: int = 0
     confidence: float | None = None
+    decision: Decision | None = None
+    scope: Scope | None = None
+    receipt: Receipt | None = None
 
     def receipt_headers(self) -> dict[str, str]:
         headers = {

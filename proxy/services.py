@@ -9,9 +9,11 @@ from starlette.requests import Request
 from config import Settings
 from memory.service import MemoryService
 from proxy.auth import AdminGuard, Authenticator
+from proxy.capture import CaptureQueue
 from proxy.keys import TenantRegistry
 from proxy.metrics import Metrics
 from proxy.pipeline import ChatMemory
+from proxy.receipts import ReceiptStore
 from proxy.routing import ModelRouter
 from proxy.upstream import LiteLLMUpstream, OpenAIUpstream
 
@@ -27,6 +29,8 @@ class Services:
     litellm: LiteLLMUpstream
     chat_memory: ChatMemory
     memories: MemoryService | None
+    capture: CaptureQueue | None
+    receipts: ReceiptStore
     metrics: Metrics
 
 

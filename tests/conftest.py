@@ -61,17 +61,24 @@ def tenant_key(registry: TenantRegistry) -> str:
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    """The default upstream, mocked with respx; other hosts are refused.
+def router() -> Iterator[respx.MockRouter]:
+    """respx on every httpx client; the in-process app and loopback servers pass through.
 
     ``using="httpx"`` patches the client rather than httpcore, so it also intercepts the
-    aiohttp transport the proxy uses in production.
+    aiohttp transport the proxy uses in production. Tests add routes for other hosts.
     """
-    fake = FakeUpstream()
     with respx.mock(assert_all_called=False, using="httpx") as mock:
-        mock.route(url__startswith=UPSTREAM).mock(side_effect=fake.handle)
         mock.route(url__startswith=ASGI_BASE).pass_through()
-        yield fake
+        mock.route(host="127.0.0.1").pass_through()
+        yield mock
+
+
+@pytest.fixture
+def upstream(router: respx.MockRouter) -> FakeUpstream:
+    """The default upstream, scripted; every other host is refused."""
+    fake = FakeUpstream()
+    router.route(url__startswith=UPSTREAM).mock(side_effect=fake.handle)
+    return fake
 
 
 def build_app(settings: Settings, **collaborators: Any) -> FastAPI:

@@ -22,7 +22,7 @@ def test_contract_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("MEMSHADOW_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("MEMSHADOW_ADMIN_KEY", "adm")
     monkeypatch.setenv("MEMSHADOW_REDIS_URL", "redis://127.0.0.1:6390/0")
-    monkeypatch.setenv("MEMSHADOW_MEMORY__RECALL_DEADLINE_MS", "25")
+    monkeypatch.setenv("MEMSHADOW_MEMORY__POLICY__RECALL_DEADLINE_MS", "25")
     settings = load_settings()
     assert settings.upstream_base_url == "http://localhost:11434/v1"
     assert settings.upstream_api_key is not None
@@ -30,7 +30,7 @@ def test_contract_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert "sk-env" not in repr(settings)
     assert settings.data_dir == tmp_path
     assert settings.redis_url == "redis://127.0.0.1:6390/0"
-    assert settings.memory.recall_deadline_ms == 25
+    assert settings.memory.policy.recall_deadline_ms == 25
 
 
 def test_yaml_file_sits_under_the_environment(

@@ -38,7 +38,7 @@ async def test_not_ready_when_the_upstream_is_unreachable(
 
 async def test_metrics_count_requests(client: httpx.AsyncClient, upstream: FakeUpstream) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    await client.post("/v1/chat/completions", json=body)
+    await client.post("/v1/chat/completions", json=body, headers={"x-memory-mode": "off"})
     text = (await client.get("/metrics")).text
     assert 'memshadow_requests_total{route="chat",status="200"} 1.0' in text
     assert 'memshadow_memory_status_total{status="off"} 1.0' in text

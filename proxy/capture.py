@@ -1,0 +1,197 @@
+"""Capture: after a completion finishes, its new turns become episodic memories.
+
+The response path only collects bytes and enqueues; parsing the answer, working out which
+turns are new and storing them happens in a worker the lifespan owns (and drains at
+shutdown), so capture never delays a response. A failed or aborted upstream call captures
+nothing. Clients resend the whole history every turn, so a per-scope ledger of turn
+fingerprints keeps each turn from being stored twice; the engine's exact-duplicate check is
+the second line behind it (across restarts and replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from memory.conversation import Turn, conversation_turns, describe_tool_calls
+from memory.model import Scope, Source, Tier
+from memory.service import MemoryService
+from proxy.streaming import StreamObserver
+
+logger = logging.getLogger("memshadow.capture")
+_COMPLETION_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,200})"')
+_LEDGER_SCOPES = 4096
+_LEDGER_TURNS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    streamed: bool
+
+
+def parse_answer(chunks: list[bytes], streamed: bool) -> Answer:
+    """The assistant's text (tool calls described) from a body or an SSE stream."""
+    raw = b"".join(chunks)
+    if not streamed:
+        body = orjson.loads(raw)
+        choices = body.get("choices") if isinstance(body, dict) else None
+        first = choices[0] if isinstance(choices, list) and choices else {}
+        message = first.get("message") or {} if isinstance(first, dict) else {}
+        parts = [message.get("content") or "", describe_tool_calls(message.get("tool_calls"))]
+        return Answer("\n".join(p for p in parts if p).strip(), streamed=False)
+    text: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    for line in raw.splitlines():
+        if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+            continue
+        event = orjson.loads(line[5:])
+        for choice in event.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text.append(delta.get("content") or "")
+            for call in delta.get("tool_calls") or []:
+                slot = calls.setdefault(call.get("index", 0), {"name": "", "arguments": ""})
+                function = call.get("function") or {}
+                slot["name"] += function.get("name") or ""
+                slot["arguments"] += function.get("arguments") or ""
+    described = describe_tool_calls([{"function": c} for c in calls.values()])
+    return Answer("\n".join(p for p in ("".join(text), described) if p).strip(), streamed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureJob:
+    scope: Scope
+    raw_request: bytes
+    chunks: list[bytes]
+    streamed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def fingerprint(turn: Turn) -> str:
+    return hashlib.blake2b(f"{turn.role}\0{turn.text}".encode(), digest_size=12).hexdigest()
+
+
+class CaptureLedger:
+    """Which turns of which scope were captured already (bounded, least recent dropped)."""
+
+    def __init__(self) -> None:
+        self._scopes: OrderedDict[Scope, OrderedDict[str, None]] = OrderedDict()
+
+    def new_turns(self, scope: Scope, turns: list[Turn]) -> list[Turn]:
+        seen = self._scopes.get(scope, OrderedDict())
+        fresh, fresh_prints = [], set()
+        for turn in turns:
+            mark = fingerprint(turn)
+            if mark not in seen and mark not in fresh_prints:
+                fresh.append(turn)
+                fresh_prints.add(mark)
+        return fresh
+
+    def remember(self, scope: Scope, turns: list[Turn]) -> None:
+        seen = self._scopes.setdefault(scope, OrderedDict())
+        self._scopes.move_to_end(scope)
+        for turn in turns:
+            seen[fingerprint(turn)] = None
+        while len(seen) > _LEDGER_TURNS:
+            seen.popitem(last=False)
+        while len(self._scopes) > _LEDGER_SCOPES:
+            self._scopes.popitem(last=False)
+
+
+class CaptureQueue:
+    """The owned background worker that turns completed exchanges into memories."""
+
+    def __init__(self, memories: MemoryService, *, maxsize: int = 10_000) -> None:
+        self._memories = memories
+        self._queue: asyncio.Queue[CaptureJob] = asyncio.Queue(maxsize)
+        self._ledger = CaptureLedger()
+        self._worker: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._run(), name="memshadow-capture")
+
+    async def aclose(self) -> None:
+        """Capture what is queued, then stop."""
+        await self._queue.join()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    def submit(self, job: CaptureJob) -> None:
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            logger.warning("capture queue full: an exchange was not captured")
+
+    async def drain(self) -> None:
+        """Wait until every submitted exchange is stored (tests, shutdown)."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._capture(job)
+            except Exception:  # a bad exchange must not stop capture for everyone
+                logger.exception("capture failed for one exchange; it was not stored")
+            finally:
+                self._queue.task_done()
+
+    async def _capture(self, job: CaptureJob) -> None:
+        request = orjson.loads(job.raw_request)
+        turns = conversation_turns(request.get("messages") or [])
+        answer = parse_answer(job.chunks, job.streamed)
+        if answer.text:
+            turns.append(Turn("assistant", answer.text))
+        fresh = self._ledger.new_turns(job.scope, turns)
+        if not fresh:
+            return
+        items = [
+            {
+                "content": turn.as_memory(),
+                "tier": Tier.EPISODIC,
+                "source": Source.CAPTURE,
+                "metadata": {**job.metadata, "role": turn.role},
+            }
+            for turn in fresh
+        ]
+        await self._memories.store(job.scope, items)
+        self._ledger.remember(job.scope, fresh)
+
+
+class AnswerObserver(StreamObserver):
+    """Sees the answer go by: learns its completion id, collects it for capture."""
+
+    def __init__(
+        self,
+        on_completion_id: Callable[[str], None],
+        on_complete: Callable[[list[bytes]], None] | None,
+    ) -> None:
+        self._on_completion_id: Callable[[str], None] | None = on_completion_id
+        self._on_complete = on_complete
+        self._chunks: list[bytes] = []
+
+    def on_chunk(self, chunk: bytes) -> None:
+        if self._on_completion_id is not None:
+            match = _COMPLETION_ID.search(chunk)
+            if match:
+                self._on_completion_id(match.group(1).decode())
+                self._on_completion_id = None
+        if self._on_complete is not None:
+            self._chunks.append(chunk)
+
+    def on_end(self, completed: bool) -> None:
+        if completed and self._on_complete is not None:
+            self._on_complete(self._chunks)

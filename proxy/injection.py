@@ -1,0 +1,233 @@
+"""Transparent memory for chat: decide → recall → budget → format → place, then capture.
+
+This is glue: every decision is a pure function in ``policies/``, every rendering one in
+``formatters/``, recall lives in ``memory/``. What this module adds is the fail-open rule:
+recall runs under the policy's deadline, and any failure on the memory side forwards the
+request untouched with ``X-Memory-Status: degraded``, a metric and one log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from formatters import Note, family_for, place, render_block
+from formatters.openai import instruction_role
+from memory.conversation import recall_query, text_of
+from memory.model import RecallResult, Scope
+from memory.service import MemoryService
+from memory.tokens import TokenCounter
+from policies.budget import Candidate, Packed, memory_budget, pack
+from policies.decision import Decision, MemoryPolicy, PolicyInputError, decide, tenant_policy
+from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue
+from proxy.errors import InvalidRequest
+from proxy.metrics import Metrics
+from proxy.model_info import context_window
+from proxy.pipeline import ChatContext, Injection
+from proxy.receipts import InjectedMemory, Receipt, ReceiptStore
+from proxy.streaming import StreamObserver
+
+logger = logging.getLogger("memshadow.injection")
+
+# Tokens the chat format adds around each message (role, separators), per OpenAI's cookbook.
+_TOKENS_PER_MESSAGE = 4
+# A note's date and bullet cost a few tokens on top of its content.
+_TOKENS_PER_NOTE = 8
+
+
+def prompt_tokens(messages: Sequence[dict[str, Any]], count: TokenCounter) -> int:
+    return sum(count.count(text_of(m.get("content"))) + _TOKENS_PER_MESSAGE for m in messages)
+
+
+def completion_reserve(payload: Mapping[str, Any], policy: MemoryPolicy) -> int:
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(field)
+        if isinstance(value, int) and value > 0:
+            return value
+    return policy.default_completion_reserve
+
+
+def candidates_of(result: RecallResult) -> list[Candidate]:
+    return [
+        Candidate(
+            id=r.memory.id,
+            content=r.memory.content,
+            tokens=r.memory.tokens,
+            score=r.score,
+            created_at=r.memory.created_at,
+        )
+        for r in result.items
+    ]
+
+
+class MemoryInjector:
+    """The :class:`proxy.pipeline.ChatMemory` that gives chat requests long-term memory."""
+
+    def __init__(
+        self,
+        memories: MemoryService,
+        capture: CaptureQueue,
+        receipts: ReceiptStore,
+        metrics: Metrics,
+        *,
+        policy: MemoryPolicy,
+        windows: Mapping[str, int],
+        tokens: TokenCounter | None = None,
+    ) -> None:
+        self._memories = memories
+        self._capture = capture
+        self._receipts = receipts
+        self._metrics = metrics
+        self._policy = policy
+        self._windows = windows
+        self._tokens = tokens or TokenCounter()
+
+    def _decide(self, context: ChatContext) -> Decision:
+        try:
+            policy = tenant_policy(self._policy, context.caller.tenant.policy)
+        except PolicyInputError as error:
+            logger.warning(
+                "tenant %s has an invalid policy (%s); using the default",
+                context.caller.tenant.id,
+                error,
+            )
+            policy = self._policy
+        try:
+            return decide(context.headers, context.chat.user, policy)
+        except PolicyInputError as error:
+            raise InvalidRequest(str(error), param=error.field, code="invalid_header") from None
+
+    async def inject(self, context: ChatContext) -> Injection:
+        decision = self._decide(context)
+        scope = Scope(tenant=context.caller.tenant.id, user=decision.user, session=decision.session)
+        receipt = Receipt(context.request_id, scope.tenant, scope.user, scope.session, "off")
+        if not decision.inject:
+            return Injection(status="off", decision=decision, scope=scope, receipt=receipt)
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(
+                self._recall_and_place(context, decision, scope, receipt),
+                timeout=decision.policy.recall_deadline_ms / 1000,
+            )
+        except Exception as error:  # fail open: memory must never fail a chat request
+            elapsed = (time.perf_counter() - started) * 1000
+            reason = "deadline" if isinstance(error, TimeoutError) else type(error).__name__
+            logger.warning(
+                "memory degraded for tenant %s (%s after %.1f ms): forwarding unmodified",
+                scope.tenant,
+                reason,
+                elapsed,
+            )
+            self._metrics.memory_degraded.labels(reason).inc()
+            receipt.status = "degraded"
+            receipt.timings_ms["recall"] = round(elapsed, 2)
+            return Injection(status="degraded", decision=decision, scope=scope, receipt=receipt)
+
+    async def _recall_and_place(
+        self, context: ChatContext, decision: Decision, scope: Scope, receipt: Receipt
+    ) -> Injection:
+        started = time.perf_counter()
+        payload = orjson.loads(context.raw_body)
+        messages: list[dict[str, Any]] = payload["messages"]
+        policy = decision.policy
+        result = await self._memories.search(scope, recall_query(messages), k=policy.candidates)
+        receipt.timings_ms["recall"] = round((time.perf_counter() - started) * 1000, 2)
+        receipt.confidence = result.confidence
+        if not result.items or result.confidence < policy.confidence_threshold:
+            receipt.status = "abstained"
+            return Injection(
+                "abstained",
+                confidence=result.confidence,
+                decision=decision,
+                scope=scope,
+                receipt=receipt,
+            )
+        packed = self._pack(context, payload, messages, policy, result, receipt)
+        if not packed:
+            receipt.status = "abstained"
+            return Injection(
+                "abstained",
+                confidence=result.confidence,
+                decision=decision,
+                scope=scope,
+                receipt=receipt,
+            )
+        body, block_tokens = self._place(context, payload, messages, policy, packed)
+        receipt.status, receipt.placement, receipt.tokens = "ok", policy.placement, block_tokens
+        receipt.memories = [
+            InjectedMemory(p.candidate.id, round(p.candidate.score, 4), p.tokens, p.truncated)
+            for p in packed
+        ]
+        receipt.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+        return Injection(
+            "ok", body=body, injected=len(packed), tokens=block_tokens,
+            confidence=result.confidence, decision=decision, scope=scope, receipt=receipt,
+        )  # fmt: skip
+
+    def _pack(
+        self,
+        context: ChatContext,
+        payload: Mapping[str, Any],
+        messages: Sequence[dict[str, Any]],
+        policy: MemoryPolicy,
+        result: RecallResult,
+        receipt: Receipt,
+    ) -> list[Packed]:
+        window = (
+            context.target.context_window
+            or context_window(self._windows, context.target.model)
+            or policy.default_context_window
+        )
+        overhead = self._tokens.count(render_block("openai", [])) + _TOKENS_PER_MESSAGE
+        budget = memory_budget(
+            context_window=window,
+            prompt_tokens=prompt_tokens(messages, self._tokens) + overhead,
+            completion_reserve=completion_reserve(payload, policy),
+            cap=max(0, policy.max_memory_tokens - overhead),
+            fraction=policy.budget_fraction,
+        )
+        receipt.budget = budget
+        return pack(
+            candidates_of(result), budget, self._tokens.count, per_item_overhead=_TOKENS_PER_NOTE
+        )
+
+    def _place(
+        self,
+        context: ChatContext,
+        payload: dict[str, Any],
+        messages: list[dict[str, Any]],
+        policy: MemoryPolicy,
+        packed: list[Packed],
+    ) -> tuple[bytes, int]:
+        target = context.target
+        family = family_for(target.provider, target.model)
+        dated = sorted(
+            packed, key=lambda p: (p.candidate.created_at is None, p.candidate.created_at)
+        )
+        block = render_block(family, [Note(p.content, p.candidate.created_at) for p in dated])
+        role = instruction_role(target.model, messages) if family == "openai" else "system"
+        payload["messages"] = place(messages, block, policy.placement, role)
+        return orjson.dumps(payload), self._tokens.count(block)
+
+    def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
+        receipt, scope, decision = injection.receipt, injection.scope, injection.decision
+        if receipt is None or scope is None or decision is None:
+            return StreamObserver()
+
+        def on_completion_id(completion_id: str) -> None:
+            self._receipts.put(completion_id, receipt)
+
+        def on_complete(chunks: list[bytes]) -> None:
+            metadata = {"request_id": context.request_id}
+            if receipt.completion_id:
+                metadata["completion_id"] = receipt.completion_id
+            self._capture.submit(
+                CaptureJob(scope, context.raw_body, chunks, context.chat.stream, metadata)
+            )
+
+        return AnswerObserver(on_completion_id, on_complete if decision.capture else None)

@@ -1,0 +1,59 @@
+"""What was injected into each completion, for ``GET /v1/receipts/{completion_id}``.
+
+Kept in a bounded in-process LRU: receipts are a debugging and audit aid for recent
+completions, and the feedback loop reads them to credit exactly the injected memories.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedMemory:
+    id: str
+    score: float
+    tokens: int
+    truncated: bool
+
+
+@dataclass(slots=True)
+class Receipt:
+    request_id: str
+    tenant: str
+    user: str
+    session: str | None
+    status: str
+    placement: str | None = None
+    confidence: float | None = None
+    tokens: int = 0
+    budget: int = 0
+    memories: list[InjectedMemory] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    completion_id: str | None = None
+
+    def to_public(self) -> dict[str, Any]:
+        body = asdict(self)
+        body.pop("tenant")
+        body["object"] = "memory.receipt"
+        return body
+
+
+class ReceiptStore:
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._capacity = capacity
+        self._by_completion: OrderedDict[tuple[str, str], Receipt] = OrderedDict()
+
+    def put(self, completion_id: str, receipt: Receipt) -> None:
+        receipt.completion_id = completion_id
+        key = (receipt.tenant, completion_id)
+        self._by_completion[key] = receipt
+        self._by_completion.move_to_end(key)
+        while len(self._by_completion) > self._capacity:
+            self._by_completion.popitem(last=False)
+
+    def get(self, tenant: str, completion_id: str) -> Receipt | None:
+        """Only the tenant that made the completion can see its receipt."""
+        return self._by_completion.get((tenant, completion_id))

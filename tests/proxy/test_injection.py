@@ -1,0 +1,384 @@
+"""Transparent memory in /v1/chat/completions: capture, recall, injection, fail-open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import respx
+from asgi_lifespan import LifespanManager
+
+from config import ModelRoute, Settings
+from memory.model import RecallResult, Scope
+from memory.service import MemoryService
+from proxy.keys import TenantRegistry
+from tests.conftest import ASGI_BASE, LoopbackServer, build_app
+from tests.fakes import FakeEmbedder, FakeUpstream, completion, sse_response
+from tests.proxy.test_memories_api import eventually
+
+pytestmark = pytest.mark.usefixtures("upstream")
+CHAT = "/v1/chat/completions"
+FACT = "I just moved to Porto and I adopted a greyhound called Biscuit."
+
+
+def _conversation(*turns: str) -> list[dict[str, str]]:
+    roles = ["user", "assistant"]
+    return [{"role": roles[i % 2], "content": text} for i, text in enumerate(turns)]
+
+
+async def _remembers(client: httpx.AsyncClient, user: str, needle: str) -> bool:
+    body = {"query": needle, "user": user, "k": 20}
+    found = (await client.post("/v1/memories/search", json=body)).json()["data"]
+    return any(needle in item["content"] for item in found)
+
+
+def _system_texts(body: dict[str, Any]) -> str:
+    return "\n".join(m["content"] for m in body["messages"] if m["role"] in ("system", "developer"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fact_told_once_is_injected_later(
+    client: httpx.AsyncClient, upstream: FakeUpstream, stream: bool
+) -> None:
+    if stream:
+        upstream.enqueue(sse_response("gpt-4o-mini", ["Congratulations ", "on the move!"]))
+    headers = {"x-memory-user": "alice"}
+    first = {"model": "gpt-4o-mini", "stream": stream, "messages": _conversation(FACT)}
+    response = await client.post(CHAT, json=first, headers=headers)
+    assert response.status_code == 200
+    await eventually(lambda: _remembers(client, "alice", "Biscuit"))
+    answer = "Congratulations on the move!" if stream else "Hello there"
+    await eventually(lambda: _remembers(client, "alice", answer))
+
+    later = {"model": "gpt-4o-mini", "messages": _conversation("What is my dog called? Biscuit?")}
+    response = await client.post(CHAT, json=later, headers=headers)
+    assert response.headers["x-memory-status"] == "ok"
+    assert int(response.headers["x-memory-injected"]) >= 1
+    assert int(response.headers["x-memory-tokens"]) > 0
+    sent = upstream.bodies()[-1]
+    assert "Biscuit" in _system_texts(sent)
+    assert "never as instructions" in _system_texts(sent)
+    assert sent["messages"][-1] == later["messages"][-1]
+
+
+async def test_another_user_never_gets_it(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    await client.post(
+        CHAT,
+        json={"model": "m", "messages": _conversation(FACT)},
+        headers={"x-memory-user": "alice"},
+    )
+    await eventually(lambda: _remembers(client, "alice", "Biscuit"))
+    ask = {
+        "model": "m",
+        "user": "mallory",
+        "messages": _conversation("Tell me about Biscuit the greyhound in Porto"),
+    }
+    response = await client.post(CHAT, json=ask)
+    assert response.headers["x-memory-status"] == "abstained"
+    assert "Biscuit" not in json.dumps(upstream.bodies()[-1]["messages"][:-1])
+
+
+async def test_the_prefix_stays_byte_identical_across_turns(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = {"x-memory-user": "bea"}
+    await client.post(CHAT, json={"model": "m", "messages": _conversation(FACT)}, headers=headers)
+    await eventually(lambda: _remembers(client, "bea", "Biscuit"))
+    system = {"role": "system", "content": "You are a concise assistant."}
+    turn_one = [system, *_conversation("Where do I live now? Porto?")]
+    turn_two = [
+        *turn_one,
+        {"role": "assistant", "content": "You live in Porto."},
+        {"role": "user", "content": "And my dog Biscuit?"},
+    ]
+    for messages in (turn_one, turn_two):
+        response = await client.post(
+            CHAT, json={"model": "m", "messages": messages}, headers=headers
+        )
+        assert response.headers["x-memory-status"] == "ok"
+    first, second = upstream.bodies()[-2:]
+    # Everything before the injection point of turn one is sent unchanged in turn two.
+    injected_at = len(first["messages"]) - 2
+    assert json.dumps(first["messages"][:injected_at]) == json.dumps(
+        second["messages"][:injected_at]
+    )
+    assert second["messages"][-2]["role"] == "system"  # the block sits right before the last turn
+
+
+async def test_history_resent_three_times_is_captured_once(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = {"x-memory-user": "carl", "x-memory-mode": "write"}
+    body = {"model": "m", "messages": _conversation("My favourite tea is genmaicha.")}
+    for _ in range(3):
+        assert (await client.post(CHAT, json=body, headers=headers)).status_code == 200
+    await eventually(lambda: _remembers(client, "carl", "genmaicha"))
+    await asyncio.sleep(0.3)  # give any wrongly repeated capture time to land
+    listed = (await client.get("/v1/memories", params={"user": "carl"})).json()["data"]
+    contents = [m["content"] for m in listed]
+    assert contents.count("User: My favourite tea is genmaicha.") == 1
+    assert contents.count("Assistant: Hello there") == 1
+    assert all(m["source"] == "capture" and m["tier"] == "episodic" for m in listed)
+
+
+@pytest.mark.parametrize(
+    ("mode", "injects", "captures"),
+    [("on", True, True), ("read", True, False), ("write", False, True), ("off", False, False)],
+)
+async def test_memory_modes(
+    client: httpx.AsyncClient, upstream: FakeUpstream, mode: str, injects: bool, captures: bool
+) -> None:
+    await client.post(
+        "/v1/memories", json={"user": "dora", "content": "Dora's locker code is 5521."}
+    )
+    await eventually(lambda: _remembers(client, "dora", "5521"))
+    ask = {"model": "m", "messages": _conversation("What is my locker code 5521?")}
+    response = await client.post(
+        CHAT, json=ask, headers={"x-memory-user": "dora", "x-memory-mode": mode}
+    )
+    assert response.status_code == 200
+    assert ("5521" in _system_texts(upstream.bodies()[-1])) is injects
+    assert response.headers["x-memory-status"] == ("ok" if injects else "off")
+    if captures:
+        await eventually(lambda: _remembers(client, "dora", "What is my locker code"))
+    else:
+        await asyncio.sleep(0.3)
+        assert not await _remembers(client, "dora", "What is my locker code")
+
+
+async def test_bad_memory_headers_are_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    response = await client.post(
+        CHAT,
+        json={"model": "m", "messages": _conversation("hi")},
+        headers={"x-memory-mode": "maybe"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "X-Memory-Mode"
+    assert upstream.requests == []
+
+
+async def test_receipts_name_what_was_injected(
+    client: httpx.AsyncClient, upstream: FakeUpstream, registry: TenantRegistry
+) -> None:
+    stored = await client.post(
+        "/v1/memories", json={"user": "eve", "content": "Eve's flight to Lima is on May 3."}
+    )
+    memory_id = stored.json()["data"][0]["id"]
+    await eventually(lambda: _remembers(client, "eve", "Lima"))
+    upstream.enqueue(
+        httpx.Response(200, json={**completion("m", "Noted."), "id": "chatcmpl-receipt-1"})
+    )
+    response = await client.post(
+        CHAT,
+        json={"model": "m", "messages": _conversation("When is my flight to Lima?")},
+        headers={"x-memory-user": "eve"},
+    )
+    receipt = (await client.get("/v1/receipts/chatcmpl-receipt-1")).json()
+    assert [m["id"] for m in receipt["memories"]] == [memory_id]
+    assert receipt["placement"] == "before_last_user"
+    assert receipt["tokens"] == int(response.headers["x-memory-tokens"])
+    assert receipt["request_id"] == response.headers["x-request-id"]
+    assert str(round(receipt["confidence"], 3)) in response.headers["x-memory-confidence"]
+    assert "recall" in receipt["timings_ms"]
+    other_key, _ = registry.create_key("globex")
+    stolen = await client.get(
+        "/v1/receipts/chatcmpl-receipt-1", headers={"authorization": f"Bearer {other_key}"}
+    )
+    assert stolen.status_code == 404
+
+
+async def test_budget_never_overflows_a_small_window(
+    settings: Settings, registry: TenantRegistry, tenant_key: str, upstream: FakeUpstream
+) -> None:
+    small = settings.model_copy(
+        update={
+            "model_list": [
+                ModelRoute(
+                    model_name="tiny", litellm_params={"model": "openai/tiny"}, context_window=700
+                )
+            ]
+        }
+    )
+    long_facts = [
+        {"content": f"Fact {i}: the user enjoys hiking in the Alps every summer with friends. " * 3}
+        for i in range(30)
+    ]
+    app = build_app(small, registry=registry)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url=ASGI_BASE,
+            headers={"authorization": f"Bearer {tenant_key}"},
+        ) as http:
+            await http.post("/v1/memories", json={"user": "fay", "items": long_facts})
+            await eventually(lambda: _remembers(http, "fay", "Alps"))
+            prompt = "Tell me about my hiking in the Alps. " * 20
+            response = await http.post(
+                CHAT,
+                json={"model": "tiny", "max_tokens": 200, "messages": _conversation(prompt)},
+                headers={"x-memory-user": "fay"},
+            )
+    assert response.status_code == 200
+    sent = upstream.bodies()[-1]
+    from memory.tokens import TokenCounter
+
+    count = TokenCounter().count
+    total = sum(count(m["content"]) + 4 for m in sent["messages"])
+    assert total + 200 <= 700
+    assert int(response.headers["x-memory-tokens"]) <= 700 - 200
+
+
+class BrokenMemories(MemoryService):
+    async def search(self, scope: Scope, query: str, **kwargs: Any) -> RecallResult:
+        raise OSError("lance table unreachable")
+
+
+class SlowMemories(MemoryService):
+    async def search(self, scope: Scope, query: str, **kwargs: Any) -> RecallResult:
+        await asyncio.sleep(2)
+        return RecallResult()
+
+
+@pytest.mark.parametrize("engine", [BrokenMemories, SlowMemories])
+async def test_memory_failures_degrade_to_a_plain_proxy(
+    settings: Settings,
+    registry: TenantRegistry,
+    tenant_key: str,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    engine: type[MemoryService],
+) -> None:
+    memories = engine(tmp_path / "mem", FakeEmbedder())
+    await memories.start()
+    app = build_app(settings, registry=registry, memories=memories)
+    raw = json.dumps({"model": "m", "messages": _conversation("hello again")}).encode()
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url=ASGI_BASE,
+            headers={"authorization": f"Bearer {tenant_key}"},
+        ) as http:
+            response = await http.post(CHAT, content=raw)
+            metrics = (await http.get("/metrics")).text
+    await memories.aclose()
+    assert response.status_code == 200
+    assert response.headers["x-memory-status"] == "degraded"
+    assert upstream.requests[-1].content == raw  # forwarded unmodified
+    assert "memshadow_memory_degraded_total" in metrics
+
+
+ANTHROPIC_REPLY = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-sonnet-4-5",
+    "content": [{"type": "text", "text": "You live in Porto."}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 9, "output_tokens": 3},
+}
+
+
+async def test_anthropic_routed_requests_carry_the_block_in_system(
+    settings: Settings,
+    registry: TenantRegistry,
+    tenant_key: str,
+    no_aiohttp: None,
+    router: respx.MockRouter,
+) -> None:
+    routed = settings.model_copy(
+        update={
+            "model_list": [
+                ModelRoute(
+                    model_name="claude",
+                    litellm_params={"model": "anthropic/claude-sonnet-4-5", "api_key": "sk-ant"},
+                )
+            ]
+        }
+    )
+    app = build_app(routed, registry=registry)
+    anthropic = router.post("https://api.anthropic.com/v1/messages").mock(
+        return_value=httpx.Response(200, json=ANTHROPIC_REPLY)
+    )
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url=ASGI_BASE,
+            headers={"authorization": f"Bearer {tenant_key}"},
+        ) as http:
+            await http.post(
+                "/v1/memories", json={"user": "gus", "content": "Gus lives in Porto since 2023."}
+            )
+            await eventually(lambda: _remembers(http, "gus", "Porto"))
+            response = await http.post(
+                CHAT,
+                json={
+                    "model": "claude",
+                    "max_tokens": 100,
+                    "messages": _conversation("Where do I live, Porto?"),
+                },
+                headers={"x-memory-user": "gus"},
+            )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-memory-status"] == "ok"
+    sent = json.loads(anthropic.calls.last.request.content)
+    system = (
+        sent["system"]
+        if isinstance(sent["system"], str)
+        else " ".join(p["text"] for p in sent["system"])
+    )
+    assert "<memories>" in system and "Gus lives in Porto" in system
+    assert all(m["role"] != "system" for m in sent["messages"])
+
+
+@pytest.fixture
+def live_memshadow(tmp_path: Path) -> Iterator[tuple[str, str, FakeUpstream]]:
+    fake = FakeUpstream()
+    with LoopbackServer(fake.asgi()) as upstream_server:
+        settings = Settings(
+            upstream_base_url=f"{upstream_server.url}/v1", data_dir=tmp_path / "live"
+        )
+        registry = TenantRegistry(str(settings.data_dir / "registry"))
+        key, _ = registry.create_key("acme")
+        with LoopbackServer(build_app(settings, registry=registry)) as proxy_server:
+            yield proxy_server.url, key, fake
+
+
+def test_the_openai_sdk_app_remembers_without_a_code_change(
+    live_memshadow: tuple[str, str, FakeUpstream],
+) -> None:
+    url, key, fake = live_memshadow
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    with client:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", user="sam", stream=True, messages=_conversation(FACT)
+        )  # type: ignore[arg-type]
+        assert (
+            "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello there"
+        )
+        for _ in range(100):  # capture lands within a few seconds
+            answer = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini",
+                user="sam",
+                messages=_conversation("What's my greyhound's name, Biscuit?"),  # type: ignore[arg-type]
+            )
+            if answer.headers["x-memory-status"] == "ok":
+                break
+            import time
+
+            time.sleep(0.05)
+    assert answer.headers["x-memory-status"] == "ok"
+    assert "Biscuit" in _system_texts(fake.bodies()[-1])
