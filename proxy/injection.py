@@ -44,6 +44,11 @@ def prompt_tokens(messages: Sequence[dict[str, Any]], count: TokenCounter) -> in
     return sum(count.count(text_of(m.get("content"))) + _TOKENS_PER_MESSAGE for m in messages)
 
 
+def prompt_tokens_bound(messages: Sequence[dict[str, Any]]) -> int:
+    """An upper bound on :func:`prompt_tokens` without tokenising: a token is at least a byte."""
+    return sum(len(text_of(m.get("content")).encode()) + _TOKENS_PER_MESSAGE for m in messages)
+
+
 def completion_reserve(payload: Mapping[str, Any], policy: MemoryPolicy) -> int:
     for field in ("max_completion_tokens", "max_tokens"):
         value = payload.get(field)
@@ -86,6 +91,7 @@ class MemoryInjector:
         self._policy = policy
         self._windows = windows
         self._tokens = tokens or TokenCounter()
+        self._block_overhead = self._tokens.count(render_block("openai", [])) + _TOKENS_PER_MESSAGE
 
     def _decide(self, context: ChatContext) -> Decision:
         try:
@@ -183,14 +189,23 @@ class MemoryInjector:
             or context_window(self._windows, context.target.model)
             or policy.default_context_window
         )
-        overhead = self._tokens.count(render_block("openai", [])) + _TOKENS_PER_MESSAGE
-        budget = memory_budget(
-            context_window=window,
-            prompt_tokens=prompt_tokens(messages, self._tokens) + overhead,
-            completion_reserve=completion_reserve(payload, policy),
-            cap=max(0, policy.max_memory_tokens - overhead),
-            fraction=policy.budget_fraction,
-        )
+        overhead = self._block_overhead
+
+        def budget_for(prompt: int) -> int:
+            return memory_budget(
+                context_window=window,
+                prompt_tokens=prompt + overhead,
+                completion_reserve=completion_reserve(payload, policy),
+                cap=max(0, policy.max_memory_tokens - overhead),
+                fraction=policy.budget_fraction,
+            )
+
+        # Tokenising a long conversation costs milliseconds; when even the byte-count upper
+        # bound leaves room for the whole cap, the exact count cannot change the budget.
+        cap = max(0, policy.max_memory_tokens - overhead)
+        budget = budget_for(prompt_tokens_bound(messages))
+        if budget < cap:
+            budget = budget_for(prompt_tokens(messages, self._tokens))
         receipt.budget = budget
         return pack(
             candidates_of(result), budget, self._tokens.count, per_item_overhead=_TOKENS_PER_NOTE

@@ -382,3 +382,17 @@ def test_the_openai_sdk_app_remembers_without_a_code_change(
             time.sleep(0.05)
     assert answer.headers["x-memory-status"] == "ok"
     assert "Biscuit" in _system_texts(fake.bodies()[-1])
+
+
+@pytest.mark.parametrize(
+    "text", ["", "hello world", "naïve café 東京 🚀🚀", "a" * 5000, "Ünïcödé " * 300, "\n\t  x"]
+)
+def test_the_cheap_prompt_bound_never_undercounts(text: str) -> None:
+    from memory.tokens import TokenCounter
+    from proxy.injection import prompt_tokens, prompt_tokens_bound
+
+    messages = [
+        {"role": "user", "content": text},
+        {"role": "user", "content": [{"type": "text", "text": text}]},
+    ]
+    assert prompt_tokens_bound(messages) >= prompt_tokens(messages, TokenCounter())
