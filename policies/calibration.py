@@ -5,7 +5,7 @@ each bin keeps how many injections at that confidence turned out useful. From th
 
 - the calibrated confidence of a raw score (the bin's observed rate, shrunk towards the raw
   score while the bin has little evidence, so early feedback cannot swing it wildly);
-- the expected calibration error, ECE = Σ (n_b / N) · |rate_b − mean confidence_b|;
+- the expected calibration error, ECE = Σ (n_b / N) · |rate_b - mean confidence_b|;
 - the threshold: the lowest confidence above which injections reach the target precision.
 """
 
@@ -62,7 +62,7 @@ def observe(
         old.useful + (weight if useful else 0.0),
         old.confidence_sum + weight * confidence,
     )
-    return Calibration(calibration.bins[:index] + (new,) + calibration.bins[index + 1 :])
+    return Calibration((*calibration.bins[:index], new, *calibration.bins[index + 1 :]))
 
 
 def calibrated(calibration: Calibration, confidence: float) -> float:

@@ -19,7 +19,8 @@ CORRECTION_WEIGHT = -0.5
 USAGE_WEIGHT = 0.3
 
 _CORRECTION = re.compile(
-    r"(\bno\b[,.!]?\s+(that'?s|that is|it'?s|it is)\s+(wrong|not right|incorrect|not true|outdated|old)"
+    r"(\bno\b[,.!]?\s+(that'?s|that is|it'?s|it is)\s+"
+    r"(wrong|not right|incorrect|not true|outdated|old)"
     r"|\bthat'?s\s+(wrong|incorrect|not true|outdated|out of date|no longer true|not right)"
     r"|\bnot anymore\b|\bno longer\b|\bthat was before\b|\byou'?re wrong\b"
     r"|\bi('ve| have)?\s+(moved|changed|switched|quit|left)\b.*\b(since|now|anymore|already)\b"
@@ -28,8 +29,16 @@ _CORRECTION = re.compile(
 )
 _WORD = re.compile(r"[\w']+")
 _STOPWORDS = frozenset(
-    ["the", "a", "an", "and", "or", "but", "if", "then", "than", "that", "this", "those", "these", "there", "their", "they", "them", "you", "your", "yours", "user", "assistant", "with", "from", "into", "onto", "about", "have", "has", "had", "was", "were", "will", "would", "could", "should", "what", "when", "where", "which", "while", "who", "whom", "whose", "why", "how", "just", "also", "very", "really", "some", "like", "been", "being", "does", "did", "doing", "done", "for", "not", "are", "is", "its", "it's", "i'm", "i've", "me", "my", "mine", "our", "ours", "we", "us", "he", "she", "his", "her", "hers", "him"]
-)
+    {
+        "the", "a", "an", "and", "or", "but", "if", "then", "than", "that", "this", "those",
+        "these", "there", "their", "they", "them", "you", "your", "yours", "user", "assistant",
+        "with", "from", "into", "onto", "about", "have", "has", "had", "was", "were", "will",
+        "would", "could", "should", "what", "when", "where", "which", "while", "who", "whom",
+        "whose", "why", "how", "just", "also", "very", "really", "some", "like", "been", "being",
+        "does", "did", "doing", "done", "for", "not", "are", "is", "its", "it's", "i'm", "i've",
+        "me", "my", "mine", "our", "ours", "we", "us", "he", "she", "his", "her", "hers", "him",
+    }
+)  # fmt: skip
 _MIN_WORD = 4
 USAGE_OVERLAP = 0.5
 

@@ -29,7 +29,13 @@ def test_corrections(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["Where is a good restaurant?", "No worries, thanks!", "That's great news", "I moved the meeting"]
+    "text",
+    [
+        "Where is a good restaurant?",
+        "No worries, thanks!",
+        "That's great news",
+        "I moved the meeting",
+    ],
 )
 def test_not_corrections(text: str) -> None:
     assert not is_correction(text)
