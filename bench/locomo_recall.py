@@ -1,0 +1,350 @@
+"""LoCoMo evidence recall through the real HTTP write and read path.
+
+Prints figures; it is a benchmark, never a test. Data: ``../shared/data/locomo/locomo_dev.json``
+(CC BY-NC 4.0, evaluation only: it is read from there and never copied into the repo).
+
+    .venv/bin/python -m bench.locomo_recall                    # real MiniLM, 1-2 minutes
+    .venv/bin/python -m bench.locomo_recall --embedder fake    # smoke run, seconds
+
+Each conversation is one memory user. Every turn is stored with ``POST /v1/memories`` (one
+memory per turn: ``"<speaker>: <text>"`` plus ``" [image: <caption>]"`` when the turn shared
+a picture, ``created_at`` = the session's date, ``metadata.dia_id`` = the turn id), then each
+question of categories 1-4 goes through ``POST /v1/memories/search`` (k = 10). Recall@k is the
+mean fraction of a question's evidence turns among the top k; category 5 (adversarial) has no
+evidence to recall. Identical turns ("Thanks!") become one memory by design (exact and near
+duplicates reinforce the first); a hit on that memory counts for every turn merged into it.
+
+Measured on the dev split (4 conversations, 584 questions with evidence), real MiniLM, k = 10,
+one idea at a time on top of the ones kept before it (R@5 / R@10, overall):
+
+- baseline (score-weighted RRF, tier recency, MMR λ 0.75) ............... 52.5 / 63.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# LiteLLM fetches a model price map from the internet at import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
+MODEL_CACHE = Path(tempfile.gettempdir()) / "memshadow-bench-models"
+ASGI_BASE = "http://memshadow.bench"
+EVIDENCE_ID = re.compile(r"D:?(\d+):0*(\d+)")
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+STORE_BATCH = 100  # turns per POST; each turn is still its own memory
+
+
+# ------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class Turn:
+    dia_id: str
+    content: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    evidence: frozenset[str]
+    category: int
+
+
+@dataclass(frozen=True)
+class Conversation:
+    sample_id: str
+    turns: list[Turn]
+    questions: list[Question]
+
+
+def session_date(text: str) -> datetime:
+    """``"1:56 pm on 8 May, 2023"`` → an aware UTC datetime."""
+    return datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
+
+
+def turn_content(turn: dict[str, Any]) -> str:
+    content = f"{turn['speaker']}: {turn['text']}"
+    caption = turn.get("blip_caption")
+    return f"{content} [image: {caption}]" if caption else content
+
+
+def evidence_ids(raw: Iterable[str]) -> frozenset[str]:
+    """Normalised ids; malformed ones (``D8:6; D9:17``, ``D:11:26``, ``D30:05``) included."""
+    return frozenset(f"D{a}:{b}" for item in raw for a, b in EVIDENCE_ID.findall(item))
+
+
+def _turns(conversation: dict[str, Any]) -> list[Turn]:
+    sessions = sorted(
+        int(key.split("_")[1])
+        for key in conversation
+        if re.fullmatch(r"session_\d+", key) and conversation[key]
+    )
+    out = []
+    for n in sessions:
+        when = session_date(conversation[f"session_{n}_date_time"])
+        out += [Turn(t["dia_id"], turn_content(t), when) for t in conversation[f"session_{n}"]]
+    return out
+
+
+def load(path: Path) -> list[Conversation]:
+    import orjson
+
+    out = []
+    for entry in orjson.loads(path.read_bytes()):
+        questions = [
+            Question(qa["question"], evidence_ids(qa.get("evidence", [])), int(qa["category"]))
+            for qa in entry["qa"]
+        ]
+        scored = [q for q in questions if q.category in CATEGORIES and q.evidence]
+        out.append(Conversation(entry["sample_id"], _turns(entry["conversation"]), scored))
+    return out
+
+
+# ------------------------------------------------------------------------------ the app
+
+
+def load_embedder(kind: str) -> Any:
+    if kind == "fake":
+        from tests.fakes import FakeEmbedder
+
+        return FakeEmbedder(384)
+    from memory.embedder import load_embedder as load_real
+
+    return load_real(cache_dir=MODEL_CACHE)
+
+
+@asynccontextmanager
+async def serve(
+    embedder: Any, upstream_url: str = "http://127.0.0.1:9/v1"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app in-process (lifespan run), and a client holding a fresh tenant key."""
+    from asgi_lifespan import LifespanManager
+
+    from config import Settings
+    from proxy.app import create_app
+    from proxy.keys import TenantRegistry
+
+    data_dir = Path(tempfile.mkdtemp(prefix="memshadow-locomo-"))
+    try:
+        settings = Settings(
+            upstream_base_url=upstream_url, upstream_api_key="sk-bench", data_dir=data_dir
+        )
+        registry = TenantRegistry(str(data_dir / "registry"))
+        key, _ = registry.create_key("bench")
+        app = create_app(settings, registry=registry, embedder=embedder)
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url=ASGI_BASE, timeout=120.0,
+                headers={"authorization": f"Bearer {key}"},
+            ) as client:  # fmt: skip
+                yield client
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def checked(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        raise RuntimeError(
+            f"{response.request.url.path}: {response.status_code} {response.text[:300]}"
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@dataclass
+class Stored:
+    """Which turns each memory id of one user stands for."""
+
+    user: str
+    turns: dict[str, list[str]] = field(default_factory=dict)  # memory id → dia ids
+    content: dict[str, str] = field(default_factory=dict)  # dia id → stored text
+    merged: int = 0  # turns that became part of another turn's memory
+
+    def dia_ids(self, memory_id: str, metadata: dict[str, Any] | None = None) -> set[str]:
+        out = set(self.turns.get(memory_id, ()))
+        if metadata and isinstance(metadata.get("dia_id"), str):
+            out.add(metadata["dia_id"])
+        return out
+
+
+async def ingest(client: httpx.AsyncClient, conversation: Conversation) -> Stored:
+    """Store every turn, wait until searchable, and map memory ids to turns."""
+    stored = Stored(user=f"locomo-{conversation.sample_id}")
+    turns = conversation.turns
+    ids: list[str] = []
+    for start in range(0, len(turns), STORE_BATCH):
+        batch = turns[start : start + STORE_BATCH]
+        items = [
+            {
+                "content": t.content,
+                "created_at": t.created_at.isoformat(),
+                "metadata": {"dia_id": t.dia_id},
+            }
+            for t in batch
+        ]
+        body = checked(
+            await client.post("/v1/memories", json={"user": stored.user, "items": items})
+        )
+        ids += [m["id"] for m in body["data"]]
+    # Listing waits for the ingestor to apply every acknowledged store: searchable from here.
+    listed = checked(await client.get("/v1/memories", params={"user": stored.user, "limit": 1000}))
+    live = {m["id"] for m in listed["data"]}
+    cursor = listed.get("next_cursor")
+    while cursor:
+        page = checked(
+            await client.get(
+                "/v1/memories", params={"user": stored.user, "limit": 1000, "cursor": cursor}
+            )
+        )
+        live |= {m["id"] for m in page["data"]}
+        cursor = page.get("next_cursor")
+    for turn, memory_id in zip(turns, ids, strict=True):
+        survivor = memory_id if memory_id in live else await _survivor(client, memory_id)
+        stored.turns.setdefault(survivor, []).append(turn.dia_id)
+        stored.content[turn.dia_id] = turn.content
+    stored.merged = len(turns) - len(stored.turns)
+    return stored
+
+
+async def _survivor(client: httpx.AsyncClient, memory_id: str) -> str:
+    """A near-duplicate is kept superseded by the memory it reinforced."""
+    memory = checked(await client.get(f"/v1/memories/{memory_id}"))
+    return str(memory.get("superseded_by") or memory_id)
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+@dataclass
+class Tally:
+    """Per-category lists of per-question figures."""
+
+    values: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+
+    def add(self, name: str, category: int, value: float) -> None:
+        self.values.setdefault(name, {}).setdefault(category, []).append(value)
+
+    def mean(self, name: str, category: int | None = None) -> float:
+        per = self.values.get(name, {})
+        pooled = (
+            per.get(category, [])
+            if category is not None
+            else [v for vs in per.values() for v in vs]
+        )
+        return statistics.fmean(pooled) if pooled else float("nan")
+
+    def count(self, name: str, category: int | None = None) -> int:
+        per = self.values.get(name, {})
+        return len(per.get(category, [])) if category is not None else sum(map(len, per.values()))
+
+
+def recall(found: set[str], evidence: frozenset[str]) -> float:
+    return len(found & evidence) / len(evidence)
+
+
+def print_table(title: str, tally: Tally, columns: Sequence[tuple[str, str, str]]) -> None:
+    """``columns``: (header, tally name, format) — ``%`` formats as a percentage."""
+    print(f"\n{title}")
+    header = f"{'category':<16}{'n':>5}" + "".join(f"{h:>12}" for h, _, _ in columns)
+    print(header)
+    print("-" * len(header))
+    first = columns[0][1]
+    rows: list[tuple[str, int | None]] = [(f"{c} {name}", c) for c, name in CATEGORIES.items()]
+    for label, category in [*rows, ("overall", None)]:
+        cells = []
+        for _, name, fmt in columns:
+            value = tally.mean(name, category)
+            cells.append(f"{100 * value:>11.1f}%" if fmt == "%" else f"{value:>12{fmt}}")
+        print(f"{label:<16}{tally.count(first, category):>5}" + "".join(cells))
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+async def ask(
+    client: httpx.AsyncClient, stored: Stored, question: Question, k: int, tally: Tally
+) -> float:
+    started = time.perf_counter()
+    body = checked(await client.post(
+        "/v1/memories/search", json={"query": question.text, "user": stored.user, "k": k}
+    ))  # fmt: skip
+    elapsed = time.perf_counter() - started
+    hits = body["data"]
+    for cut in (5, 10):
+        found = set().union(*(stored.dia_ids(h["id"], h.get("metadata")) for h in hits[:cut]))
+        tally.add(f"r@{cut}", question.category, recall(found, question.evidence))
+        tally.add(f"tok@{cut}", question.category, float(sum(h["tokens"] for h in hits[:cut])))
+    return elapsed
+
+
+async def run(args: argparse.Namespace) -> None:
+    conversations = load(args.data)
+    if args.limit:
+        conversations = conversations[: args.limit]
+    started = time.perf_counter()
+    embedder = load_embedder(args.embedder)
+    loaded = time.perf_counter() - started
+    print(f"embedder: {embedder.model_id} (dim {embedder.dimension}), loaded in {loaded:.1f} s")
+    tally = Tally()
+    latencies: list[float] = []
+    async with serve(embedder) as client:
+        ingest_s = 0.0
+        for conversation in conversations:
+            t0 = time.perf_counter()
+            stored = await ingest(client, conversation)
+            ingest_s += time.perf_counter() - t0
+            print(
+                f"{conversation.sample_id}: {len(conversation.turns)} turns stored ({stored.merged}"
+                f" merged as duplicates), {len(conversation.questions)} questions"
+            )
+            for question in conversation.questions:
+                latencies.append(await ask(client, stored, question, args.k, tally))
+    print_table(
+        f"LoCoMo evidence recall, POST /v1/memories/search k={args.k} ({args.embedder} embedder)",
+        tally,
+        [
+            ("R@5", "r@5", "%"),
+            ("R@10", "r@10", "%"),
+            ("tok@5", "tok@5", ".0f"),
+            ("tok@10", "tok@10", ".0f"),
+        ],
+    )
+    ms = sorted(1000 * x for x in latencies)
+    p50, p99 = ms[len(ms) // 2], ms[int(0.99 * len(ms))]
+    print(f"\nsearch over HTTP (in-process): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"ingest {ingest_s:.1f} s; wall time {time.perf_counter() - started:.1f} s")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--embedder", choices=["real", "fake"], default="real")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N conversations")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    asyncio.run(run(parse_args()))
