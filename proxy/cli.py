@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from config import Settings, load_settings
+from proxy.cli_memories import memories_app
 from proxy.keys import RegistryError, TenantRegistry
 
 app = typer.Typer(no_args_is_help=True, help="MemShadow: an OpenAI-compatible proxy with memory.")
 keys_app = typer.Typer(no_args_is_help=True, help="Issue, list and revoke tenant API keys.")
 app.add_typer(keys_app, name="keys")
+app.add_typer(memories_app, name="memories")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML settings file (under MEMSHADOW_* env).")
