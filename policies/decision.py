@@ -38,7 +38,8 @@ class MemoryPolicy(BaseModel):
     budget_fraction: float = Field(default=0.25, gt=0, le=1)
     candidates: int = Field(default=24, ge=1, le=200)
     recall_deadline_ms: float = Field(default=60.0, gt=0)
-    confidence_threshold: float = Field(default=0.0, ge=0, le=1)
+    confidence_threshold: float = Field(default=0.2, ge=0, le=1)
+    target_precision: float = Field(default=0.7, gt=0, le=1)
     default_completion_reserve: int = Field(default=1024, ge=0)
     default_context_window: int = Field(default=8192, ge=512)
 

@@ -19,6 +19,7 @@ from memory.service import MemoryService
 from proxy.auth import AdminGuard, Authenticator
 from proxy.capture import CaptureQueue
 from proxy.errors import install_error_handlers
+from proxy.feedback import CalibrationBook
 from proxy.injection import MemoryInjector
 from proxy.keys import TenantRegistry
 from proxy.metrics import Metrics
@@ -26,7 +27,7 @@ from proxy.middleware import RequestIdMiddleware
 from proxy.model_info import load_context_windows
 from proxy.pipeline import ChatMemory, NoMemory
 from proxy.receipts import ReceiptStore
-from proxy.routes import admin, chat, health, passthrough
+from proxy.routes import admin, chat, feedback, health, passthrough
 from proxy.routes import memories as memories_routes
 from proxy.routes import receipts as receipts_routes
 from proxy.routing import ModelRouter
@@ -100,6 +101,7 @@ def _injector(
     engine: MemoryService | None,
     capture: CaptureQueue | None,
     receipts: ReceiptStore,
+    calibration: CalibrationBook,
     metrics: Metrics,
 ) -> ChatMemory:
     if engine is None or capture is None:
@@ -108,6 +110,7 @@ def _injector(
         engine,
         capture,
         receipts,
+        calibration,
         metrics,
         policy=settings.memory.policy,
         windows=load_context_windows(),
@@ -134,10 +137,13 @@ def create_app(
         engine = memories or await open_memories(settings, embedder)
         metrics = Metrics()
         receipts = ReceiptStore()
-        capture = CaptureQueue(engine) if engine is not None else None
+        calibration = CalibrationBook(settings.data_dir / "calibration.json")
+        capture = CaptureQueue(engine, calibration, metrics) if engine is not None else None
         if capture is not None:
             await capture.start()
-        injector = chat_memory or _injector(settings, engine, capture, receipts, metrics)
+        injector = chat_memory or _injector(
+            settings, engine, capture, receipts, calibration, metrics
+        )
         services = Services(
             settings=settings,
             registry=tenants,
@@ -158,6 +164,7 @@ def create_app(
             memories=engine,
             capture=capture,
             receipts=receipts,
+            calibration=calibration,
             metrics=metrics,
         )
         logger.info(
@@ -172,6 +179,7 @@ def create_app(
                 await client.aclose()
             if capture is not None:
                 await capture.aclose()
+            calibration.save()
             if engine is not None and memories is None:
                 await engine.aclose()
 
@@ -183,7 +191,8 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    for module in (chat, passthrough, memories_routes, receipts_routes, health, admin):
+    routers = (chat, passthrough, memories_routes, receipts_routes, feedback, health, admin)
+    for module in routers:
         app.include_router(module.router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -21,9 +21,20 @@ from typing import Any
 
 import orjson
 
-from memory.conversation import Turn, conversation_turns, describe_tool_calls
+from memory.conversation import Turn, conversation_turns, describe_tool_calls, text_of
 from memory.model import Scope, Source, Tier
 from memory.service import MemoryService
+from policies.signals import (
+    CORRECTION_WEIGHT,
+    REGENERATE_WEIGHT,
+    USAGE_WEIGHT,
+    is_correction,
+    is_regenerate,
+    used_memories,
+)
+from proxy.feedback import CalibrationBook
+from proxy.metrics import Metrics
+from proxy.receipts import Receipt
 from proxy.streaming import StreamObserver
 
 logger = logging.getLogger("memshadow.capture")
@@ -70,11 +81,24 @@ def parse_answer(chunks: list[bytes], streamed: bool) -> Answer:
 
 @dataclass(frozen=True, slots=True)
 class CaptureJob:
+    """A completed exchange: store its new turns (``capture``), credit memories it used."""
+
     scope: Scope
     raw_request: bytes
     chunks: list[bytes]
     streamed: bool
     metadata: dict[str, Any] = field(default_factory=dict)
+    capture: bool = True
+    receipt: Receipt | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalJob:
+    """An implicit outcome for the memories injected into one earlier completion."""
+
+    kind: str
+    receipt: Receipt
+    weight: float
 
 
 def fingerprint(turn: Turn) -> str:
@@ -109,11 +133,20 @@ class CaptureLedger:
 
 
 class CaptureQueue:
-    """The owned background worker that turns completed exchanges into memories."""
+    """The owned background worker: completed exchanges become memories, signals outcomes."""
 
-    def __init__(self, memories: MemoryService, *, maxsize: int = 10_000) -> None:
+    def __init__(
+        self,
+        memories: MemoryService,
+        calibration: CalibrationBook | None = None,
+        metrics: Metrics | None = None,
+        *,
+        maxsize: int = 10_000,
+    ) -> None:
         self._memories = memories
-        self._queue: asyncio.Queue[CaptureJob] = asyncio.Queue(maxsize)
+        self._calibration = calibration or CalibrationBook()
+        self._metrics = metrics
+        self._queue: asyncio.Queue[CaptureJob | SignalJob] = asyncio.Queue(maxsize)
         self._ledger = CaptureLedger()
         self._worker: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -128,7 +161,7 @@ class CaptureQueue:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    def submit(self, job: CaptureJob) -> None:
+    def submit(self, job: CaptureJob | SignalJob) -> None:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -143,16 +176,40 @@ class CaptureQueue:
         while True:
             job = await self._queue.get()
             try:
-                await self._capture(job)
+                if isinstance(job, SignalJob):
+                    await self._credit(
+                        job.kind, job.receipt, list(job.receipt.contents), job.weight
+                    )
+                else:
+                    await self._capture(job)
             except Exception:  # a bad exchange must not stop capture for everyone
                 logger.exception("capture failed for one exchange; it was not stored")
             finally:
                 self._queue.task_done()
 
+    async def _credit(self, kind: str, receipt: Receipt, ids: list[str], weight: float) -> None:
+        """Apply an implicit outcome once per completion and kind (usefulness + calibration)."""
+        fresh = [i for i in ids if (kind, i) not in receipt.signals]
+        if not fresh:
+            return
+        receipt.signals.update((kind, i) for i in fresh)
+        await self._memories.record_usefulness(receipt.tenant, fresh, weight)
+        if receipt.confidence is not None:
+            self._calibration.record(receipt.tenant, receipt.confidence, weight > 0, abs(weight))
+        if self._metrics is not None:
+            self._metrics.feedback.labels(kind).inc()
+        logger.info("implicit %s signal: tenant=%s memories=%d", kind, receipt.tenant, len(fresh))
+
     async def _capture(self, job: CaptureJob) -> None:
+        answer = parse_answer(job.chunks, job.streamed)
+        if job.receipt is not None and job.receipt.contents:
+            used = used_memories(answer.text, job.receipt.contents.items())
+            if used:
+                await self._credit("usage", job.receipt, used, USAGE_WEIGHT)
+        if not job.capture:
+            return
         request = orjson.loads(job.raw_request)
         turns = conversation_turns(request.get("messages") or [])
-        answer = parse_answer(job.chunks, job.streamed)
         if answer.text:
             turns.append(Turn("assistant", answer.text))
         fresh = self._ledger.new_turns(job.scope, turns)
@@ -169,6 +226,28 @@ class CaptureQueue:
         ]
         await self._memories.store(job.scope, items)
         self._ledger.remember(job.scope, fresh)
+
+
+class SessionSignals:
+    """Watches consecutive turns of a session for regenerates and corrections."""
+
+    def __init__(self, queue: CaptureQueue) -> None:
+        self._queue = queue
+        self._last: OrderedDict[Scope, tuple[str, Receipt]] = OrderedDict()
+
+    def observe_turn(self, scope: Scope, messages: list[Any], receipt: Receipt) -> None:
+        turn = next((text_of(m.content) for m in reversed(messages) if m.role == "user"), "")
+        previous = self._last.get(scope)
+        self._last[scope] = (turn, receipt)
+        self._last.move_to_end(scope)
+        while len(self._last) > _LEDGER_SCOPES:
+            self._last.popitem(last=False)
+        if previous is None or not previous[1].contents:
+            return
+        if is_regenerate(previous[0], turn):
+            self._queue.submit(SignalJob("regenerate", previous[1], REGENERATE_WEIGHT))
+        elif is_correction(turn):
+            self._queue.submit(SignalJob("correction", previous[1], CORRECTION_WEIGHT))
 
 
 class AnswerObserver(StreamObserver):

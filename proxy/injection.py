@@ -24,8 +24,9 @@ from memory.service import MemoryService
 from memory.tokens import TokenCounter
 from policies.budget import Candidate, Packed, memory_budget, pack
 from policies.decision import Decision, MemoryPolicy, PolicyInputError, decide, tenant_policy
-from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue
+from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, SessionSignals
 from proxy.errors import InvalidRequest
+from proxy.feedback import CalibrationBook
 from proxy.metrics import Metrics
 from proxy.model_info import context_window
 from proxy.pipeline import ChatContext, Injection
@@ -78,6 +79,7 @@ class MemoryInjector:
         memories: MemoryService,
         capture: CaptureQueue,
         receipts: ReceiptStore,
+        calibration: CalibrationBook,
         metrics: Metrics,
         *,
         policy: MemoryPolicy,
@@ -87,7 +89,9 @@ class MemoryInjector:
         self._memories = memories
         self._capture = capture
         self._receipts = receipts
+        self._calibration = calibration
         self._metrics = metrics
+        self._signals = SessionSignals(capture)
         self._policy = policy
         self._windows = windows
         self._tokens = tokens or TokenCounter()
@@ -112,6 +116,7 @@ class MemoryInjector:
         decision = self._decide(context)
         scope = Scope(tenant=context.caller.tenant.id, user=decision.user, session=decision.session)
         receipt = Receipt(context.request_id, scope.tenant, scope.user, scope.session, "off")
+        self._signals.observe_turn(scope, context.chat.messages, receipt)
         if not decision.inject:
             return Injection(status="off", decision=decision, scope=scope, receipt=receipt)
         started = time.perf_counter()
@@ -141,27 +146,24 @@ class MemoryInjector:
         payload = orjson.loads(context.raw_body)
         messages: list[dict[str, Any]] = payload["messages"]
         policy = decision.policy
-        result = await self._memories.search(scope, recall_query(messages), k=policy.candidates)
+        # Recall spans all of the user's sessions: that is what long-term memory is for. The
+        # session only scopes what this conversation's capture is filed under.
+        user_scope = Scope(tenant=scope.tenant, user=scope.user)
+        query = recall_query(messages)
+        result = await self._memories.search(user_scope, query, k=policy.candidates)
         receipt.timings_ms["recall"] = round((time.perf_counter() - started) * 1000, 2)
-        receipt.confidence = result.confidence
-        if not result.items or result.confidence < policy.confidence_threshold:
-            receipt.status = "abstained"
-            return Injection(
-                "abstained",
-                confidence=result.confidence,
-                decision=decision,
-                scope=scope,
-                receipt=receipt,
-            )
-        packed = self._pack(context, payload, messages, policy, result, receipt)
+        confidence = self._calibration.confidence(scope.tenant, result.confidence)
+        receipt.confidence = confidence
+        threshold = self._calibration.threshold(scope.tenant, policy)
+        packed = []
+        if result.items and confidence >= threshold:
+            packed = self._pack(context, payload, messages, policy, result, receipt)
         if not packed:
             receipt.status = "abstained"
+            self._metrics.abstained.inc()
+            logger.debug("abstained: tenant=%s confidence=%.3f", scope.tenant, confidence)
             return Injection(
-                "abstained",
-                confidence=result.confidence,
-                decision=decision,
-                scope=scope,
-                receipt=receipt,
+                "abstained", confidence=confidence, decision=decision, scope=scope, receipt=receipt
             )
         body, block_tokens = self._place(context, payload, messages, policy, packed)
         receipt.status, receipt.placement, receipt.tokens = "ok", policy.placement, block_tokens
@@ -169,10 +171,11 @@ class MemoryInjector:
             InjectedMemory(p.candidate.id, round(p.candidate.score, 4), p.tokens, p.truncated)
             for p in packed
         ]
+        receipt.contents = {p.candidate.id: p.content for p in packed}
         receipt.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
         return Injection(
             "ok", body=body, injected=len(packed), tokens=block_tokens,
-            confidence=result.confidence, decision=decision, scope=scope, receipt=receipt,
+            confidence=confidence, decision=decision, scope=scope, receipt=receipt,
         )  # fmt: skip
 
     def _pack(
@@ -241,8 +244,12 @@ class MemoryInjector:
             metadata = {"request_id": context.request_id}
             if receipt.completion_id:
                 metadata["completion_id"] = receipt.completion_id
-            self._capture.submit(
-                CaptureJob(scope, context.raw_body, chunks, context.chat.stream, metadata)
-            )
+            job = CaptureJob(
+                scope, context.raw_body, chunks, context.chat.stream, metadata,
+                capture=decision.capture, receipt=receipt,
+            )  # fmt: skip
+            self._capture.submit(job)
 
-        return AnswerObserver(on_completion_id, on_complete if decision.capture else None)
+        # Collect the answer to capture it, or to see whether it used what was injected.
+        wanted = decision.capture or bool(receipt.contents)
+        return AnswerObserver(on_completion_id, on_complete if wanted else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass
@@ -29,6 +29,29 @@ class Metrics:
             "memshadow_memory_degraded",
             "Chat requests forwarded without memory because the memory side failed.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "memshadow_feedback",
+            "Outcomes received, by kind (explicit, regenerate, correction, usage).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.calibration_error = Gauge(
+            "memshadow_calibration_error",
+            "Expected calibration error of injection confidence, per tenant.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.confidence_threshold = Gauge(
+            "memshadow_confidence_threshold",
+            "Current abstention threshold, per tenant (adapts toward the target precision).",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.abstained = Counter(
+            "memshadow_injection_abstained",
+            "Recalls whose confidence was below the tenant's threshold: nothing injected.",
             registry=self.registry,
         )
         self.memory_status = Counter(

@@ -33,10 +33,24 @@ class Receipt:
     memories: list[InjectedMemory] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     completion_id: str | None = None
+    # Outcomes already credited, so feedback is idempotent per completion and memory.
+    credited: dict[str, float] = field(default_factory=dict)
+    calibrated: bool = False
+    # What was injected, kept to see whether the answer used it (never shown in the receipt).
+    contents: dict[str, str] = field(default_factory=dict)
+    # Implicit outcomes already applied, as (kind, memory id).
+    signals: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def injected_ids(self) -> list[str]:
+        return [m.id for m in self.memories]
 
     def to_public(self) -> dict[str, Any]:
         body = asdict(self)
         body.pop("tenant")
+        body.pop("calibrated")
+        body.pop("contents")
+        body.pop("signals")
         body["object"] = "memory.receipt"
         return body
 

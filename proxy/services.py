@@ -10,6 +10,7 @@ from config import Settings
 from memory.service import MemoryService
 from proxy.auth import AdminGuard, Authenticator
 from proxy.capture import CaptureQueue
+from proxy.feedback import CalibrationBook
 from proxy.keys import TenantRegistry
 from proxy.metrics import Metrics
 from proxy.pipeline import ChatMemory
@@ -31,6 +32,7 @@ class Services:
     memories: MemoryService | None
     capture: CaptureQueue | None
     receipts: ReceiptStore
+    calibration: CalibrationBook
     metrics: Metrics
 
 

@@ -66,5 +66,10 @@ async def ready(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    registry = get_services(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    services = get_services(request)
+    book, metrics, policy = services.calibration, services.metrics, services.settings.memory.policy
+    # Calibration gauges are computed on scrape: cheap, and never stale.
+    for tenant in book.tenants():
+        metrics.calibration_error.labels(tenant).set(book.ece(tenant))
+        metrics.confidence_threshold.labels(tenant).set(book.threshold(tenant, policy))
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,100 @@
+"""``POST /v1/feedback`` and ``GET /v1/calibration``: outcomes in, calibration out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request
+
+from policies.calibration import reliability
+from proxy.errors import InvalidRequest, NotFound
+from proxy.routes.memories import MemoryUnavailable
+from proxy.services import get_services
+
+router = APIRouter()
+logger = logging.getLogger("memshadow.feedback")
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    completion_id: str = Field(min_length=1, max_length=200)
+    useful: bool | None = None
+    score: float | None = Field(default=None, ge=-1, le=1)
+    memory_ids: list[str] | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> FeedbackBody:
+        if (self.useful is None) == (self.score is None):
+            raise ValueError("give exactly one of useful (bool) or score (-1..1)")
+        return self
+
+    @property
+    def value(self) -> float:
+        return (1.0 if self.useful else -1.0) if self.useful is not None else float(self.score or 0)
+
+
+@router.post("/v1/feedback")
+async def feedback(body: FeedbackBody, request: Request) -> dict[str, Any]:
+    """Credit exactly the memories injected into one completion; idempotent per memory."""
+    services = get_services(request)
+    caller = await services.auth.authenticate(request.headers.get("authorization"))
+    tenant = caller.tenant.id
+    receipt = services.receipts.get(tenant, body.completion_id)
+    if receipt is None:
+        raise NotFound(
+            f"No completion {body.completion_id!r} with injected memories.", param="completion_id"
+        )
+    injected = receipt.injected_ids
+    wanted = body.memory_ids if body.memory_ids is not None else injected
+    foreign = sorted(set(wanted) - set(injected))
+    if foreign:
+        raise InvalidRequest(
+            f"memory_ids were not injected into this completion: {', '.join(foreign)}",
+            param="memory_ids",
+        )
+    fresh = [i for i in dict.fromkeys(wanted) if i not in receipt.credited]
+    if fresh:
+        if services.memories is None:
+            raise MemoryUnavailable("The memory engine is not available on this server.")
+        await services.memories.record_usefulness(tenant, fresh, body.value)
+        receipt.credited.update(dict.fromkeys(fresh, body.value))
+    if not receipt.calibrated and receipt.confidence is not None and body.value != 0:
+        services.calibration.record(tenant, receipt.confidence, body.value > 0, abs(body.value))
+        receipt.calibrated = True
+    logger.info(
+        "feedback received: tenant=%s completion=%s value=%.2f memories=%d",
+        tenant,
+        body.completion_id,
+        body.value,
+        len(fresh),
+    )
+    services.metrics.feedback.labels("explicit").inc()
+    return {
+        "object": "feedback",
+        "completion_id": body.completion_id,
+        "credited": fresh,
+        "already_recorded": [i for i in wanted if i not in fresh],
+    }
+
+
+@router.get("/v1/calibration")
+async def calibration(request: Request) -> dict[str, Any]:
+    """How well this tenant's confidence has predicted useful injections, and its threshold."""
+    services = get_services(request)
+    caller = await services.auth.authenticate(request.headers.get("authorization"))
+    tenant = caller.tenant.id
+    book = services.calibration
+    policy = services.settings.memory.policy
+    return {
+        "object": "memory.calibration",
+        "outcomes": book.of(tenant).outcomes,
+        "expected_calibration_error": round(book.ece(tenant), 4),
+        "threshold": book.threshold(tenant, policy),
+        "target_precision": policy.target_precision,
+        "bins": reliability(book.of(tenant)),
+    }
