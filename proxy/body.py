@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 
 from proxy.errors import InvalidRequest, RequestTooLarge
+from proxy.schemas import Model, parse_body
 
 
 def _too_large(limit: int) -> RequestTooLarge:
@@ -27,3 +30,19 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
+    """A route dependency: the body parsed as ``model`` whatever its Content-Type says.
+
+    curl sends ``-d`` bodies as form data and many scripts forget the header; OpenAI's API
+    reads them as JSON, and so do we. Errors are the proxy's 400s, naming the field.
+    """
+
+    async def dependency(request: Request) -> Model:
+        from proxy.services import get_services  # services imports the routes' modules
+
+        limit = get_services(request).settings.max_body_bytes
+        return parse_body(model, await read_body(request, limit))
+
+    return dependency

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.requests import Request
 
 from policies.calibration import reliability
+from proxy.body import json_body
 from proxy.errors import InvalidRequest, NotFound
-from proxy.routes.memories import MemoryUnavailable
-from proxy.services import get_services
+from proxy.routes.memories import Context, MemoryUnavailable
 
 router = APIRouter()
 logger = logging.getLogger("memshadow.feedback")
@@ -39,11 +38,11 @@ class FeedbackBody(BaseModel):
 
 
 @router.post("/v1/feedback")
-async def feedback(body: FeedbackBody, request: Request) -> dict[str, Any]:
+async def feedback(
+    context: Context, body: Annotated[FeedbackBody, Depends(json_body(FeedbackBody))]
+) -> dict[str, Any]:
     """Credit exactly the memories injected into one completion; idempotent per memory."""
-    services = get_services(request)
-    caller = await services.auth.authenticate(request.headers.get("authorization"))
-    tenant = caller.tenant.id
+    services, tenant = context.services, context.id
     receipt = services.receipts.get(tenant, body.completion_id)
     if receipt is None:
         raise NotFound(
@@ -83,11 +82,9 @@ async def feedback(body: FeedbackBody, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/calibration")
-async def calibration(request: Request) -> dict[str, Any]:
+async def calibration(context: Context) -> dict[str, Any]:
     """How well this tenant's confidence has predicted useful injections, and its threshold."""
-    services = get_services(request)
-    caller = await services.auth.authenticate(request.headers.get("authorization"))
-    tenant = caller.tenant.id
+    services, tenant = context.services, context.id
     book = services.calibration
     policy = services.settings.memory.policy
     return {

@@ -20,7 +20,7 @@ from starlette.responses import StreamingResponse
 from memory.model import InvalidMemory, Memory, Scope, Tier
 from memory.service import MemoryService
 from proxy.auth import Caller
-from proxy.body import read_body
+from proxy.body import json_body, read_body
 from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.services import Services, get_services
 from proxy.summarize import summarize_memories
@@ -125,7 +125,9 @@ class SummarizeBody(BaseModel):
 
 
 @router.post("", status_code=201)
-async def store(body: StoreBody, tenant: Context) -> dict[str, Any]:
+async def store(
+    tenant: Context, body: Annotated[StoreBody, Depends(json_body(StoreBody))]
+) -> dict[str, Any]:
     try:
         stored = await tenant.memories.store(tenant.scope(body.user, body.session), body.items)
     except InvalidMemory as error:
@@ -134,7 +136,9 @@ async def store(body: StoreBody, tenant: Context) -> dict[str, Any]:
 
 
 @router.post("/search")
-async def search(body: SearchBody, tenant: Context) -> dict[str, Any]:
+async def search(
+    tenant: Context, body: Annotated[SearchBody, Depends(json_body(SearchBody))]
+) -> dict[str, Any]:
     tiers = [body.tier] if body.tier else None
     try:
         result = await tenant.memories.search(
@@ -239,7 +243,9 @@ def _parse_records(raw: bytes) -> list[dict[str, Any]]:
 
 
 @router.post("/summarize", status_code=201)
-async def summarize(body: SummarizeBody, tenant: Context) -> dict[str, Any]:
+async def summarize(
+    tenant: Context, body: Annotated[SummarizeBody, Depends(json_body(SummarizeBody))]
+) -> dict[str, Any]:
     """Distil a user's (or session's) memories into one semantic memory with ``model``."""
     scope = tenant.scope(body.user, body.session)
     try:
@@ -261,7 +267,10 @@ async def get_memory(memory_id: str, tenant: Context, user: str | None = None) -
 
 @router.patch("/{memory_id}")
 async def update_memory(
-    memory_id: str, body: PatchBody, tenant: Context, user: str | None = None
+    memory_id: str,
+    tenant: Context,
+    body: Annotated[PatchBody, Depends(json_body(PatchBody))],
+    user: str | None = None,
 ) -> dict[str, Any]:
     try:
         memory = await tenant.memories.update(

@@ -246,3 +246,17 @@ async def test_memory_api_without_an_engine_is_503(
             )
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "memory_unavailable"
+
+
+async def test_json_is_read_whatever_the_content_type(client: httpx.AsyncClient) -> None:
+    """``curl -d`` sends form-encoded headers; the body is still JSON, as OpenAI reads it."""
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    stored = await client.post(
+        "/v1/memories", content=b'{"user": "ivy", "content": "Ivy sails."}', headers=form
+    )
+    assert stored.status_code == 201, stored.text
+    bad = await client.post("/v1/memories/search", content=b'{"query": 5', headers=form)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+    client.headers.pop("authorization")
+    unauthenticated = await client.post("/v1/memories/search", content=b"{not json")
+    assert unauthenticated.status_code == 401  # who you are is checked before what you sent
