@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar
 from typing import TypedDict
 
+import aiohttp
 import httpx
 from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
@@ -53,6 +54,19 @@ class _NoCookies(CookieJar):
         return None
 
 
+def _aiohttp_session(limits: httpx.Limits) -> Callable[[], aiohttp.ClientSession]:
+    """The pool under the client, created lazily inside the running event loop."""
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections or 0, keepalive_timeout=limits.keepalive_expiry
+        )
+        # aiohttp keeps cookies per session too; tenants share this one, so keep none.
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    return session
+
+
 def build_http_client(settings: Settings) -> httpx.AsyncClient:
     """One pooled client for every OpenAI-compatible upstream call.
 
@@ -69,7 +83,7 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
         settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
     )
     # trust_env=False: proxies and netrc from the environment must not redirect tenant traffic.
-    transport = AiohttpTransport(limits=limits, trust_env=False)
+    transport = AiohttpTransport(limits=limits, client=_aiohttp_session(limits))
     return httpx.AsyncClient(
         transport=transport, timeout=timeout, trust_env=False, cookies=_NoCookies()
     )

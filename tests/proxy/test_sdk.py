@@ -259,3 +259,32 @@ def test_unreachable_and_slow_upstreams_through_the_real_transport(tmp_path: Pat
             assert caught.value.code == (
                 "upstream_unavailable" if status == 502 else "upstream_timeout"
             )
+
+
+def test_upstream_cookies_never_cross_tenants(tmp_path: Path) -> None:
+    """The upstream client is shared by every tenant: a Set-Cookie must not be replayed."""
+    seen_cookies: list[str | None] = []
+    upstream = FakeUpstream()
+    original = upstream.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen_cookies.append(request.headers.get("cookie"))
+        response = original(request)
+        response.headers["set-cookie"] = "session=tenant-a-secret; Path=/"
+        return response
+
+    upstream.handle = handle  # type: ignore[method-assign]
+    with LoopbackServer(upstream.asgi()) as upstream_server:
+        # By name, not IP: cookie jars refuse cookies from bare IP addresses by default.
+        by_name = upstream_server.url.replace("127.0.0.1", "localhost")
+        settings = Settings(upstream_base_url=f"{by_name}/v1", data_dir=tmp_path / "c")
+        registry = TenantRegistry(str(settings.data_dir / "registry"))
+        keys = [registry.create_key(name)[0] for name in ("tenant-a", "tenant-b")]
+        with LoopbackServer(build_app(settings, registry=registry)) as proxy_server:
+            for key in keys:
+                client = openai.OpenAI(
+                    base_url=f"{proxy_server.url}/v1", api_key=key, max_retries=0
+                )
+                with client:
+                    client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    assert seen_cookies == [None, None]
