@@ -22,33 +22,69 @@ import numpy as np
 import numpy.typing as npt
 
 from memory.model import Memory, Tier
+from memory.retrieval import time_windows
 from memory.store import Candidates, Vectors
 
-__all__ = ["ScopeIndex", "terms"]
+__all__ = ["ScopeIndex", "in_context", "stem", "terms"]
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _STOPWORDS = frozenset(
-    "a about all also am an and any are as at be been but by can could did do does for from had has have he her his "
-    "i if in into is it its me my no not of on or our she so than that the their them then "
-    "there these they this to was we were what when where which who whom why will with would "
-    "you your yours".split()
+    "a about all also am an and any are as at be been but by can could did do does for from "
+    "had has have he her his i if in into is it its me my no not of on or our she so than "
+    "that the their them then there these they this to was we were what when where which who whom why will with would "
+    "you your yours "
+    # Question and auxiliary words: "how many", "what kind of", "did … go" carry no topic, and
+    # a question is made of them ("How long has …" matched every "long time no see").
+    "how many much kind type sort some other both each just get got go going went done "
+    "doing having ever".split()
 )
 _TIER_CODE = {tier: code for code, tier in enumerate(Tier)}
 _BM25_K1 = 1.2
-_BM25_B = 0.75
+# Memories are short and alike in length (a chat turn, a fact): length normalisation mostly
+# punishes the turn that says more about the subject. 0.4 rather than the usual 0.75.
+_BM25_B = 0.4
+# A memory stored right after another of the same session, within this gap, continues the same
+# exchange: a question and its answer, the turns of one imported conversation.
+_NEIGHBOUR_GAP_S = 3600.0
+# When the query names a date, memories from around that date weigh this much more.
+_DATED_BOOST = 0.5
 
 
 def terms(text: str) -> list[str]:
-    """BM25 terms: lowercase words without stopwords, possessives and plural ``s`` stripped."""
+    """BM25 terms: lowercase words without stopwords, reduced to a crude stem."""
     out = []
     for word in _WORD.findall(text.lower()):
         word = word.removesuffix("'s")
         if word in _STOPWORDS:
             continue
-        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        out.append(word)
+        out.append(stem(word))
     return out
+
+
+_DOUBLED = re.compile(r"([b-df-hj-km-np-tv-z])\1$")
+
+
+def stem(word: str) -> str:
+    """A small English suffix stripper: "submitted", "submitting", "submits" → "submit".
+
+    Not a linguist's stemmer: it only has to map a word's common inflections to one key,
+    and it may map a few unrelated words together (BM25 tolerates that far better than
+    missing "painted" for "painting"). A final ``e`` is dropped everywhere so that "make"
+    and "making" meet at "mak". No ``-ly``: it takes "family" down with "really".
+    """
+    if len(word) <= 3 or not word.isalpha():
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            if _DOUBLED.search(word) and not word.endswith(("ll", "ss", "zz")):
+                word = word[:-1]
+            break
+    return word.removesuffix("e") if len(word) > 3 else word
 
 
 @dataclass
@@ -77,6 +113,7 @@ class ScopeIndex:
         self._alive = np.zeros(capacity, bool)
         self._tier = np.zeros(capacity, np.int8)
         self._created = np.zeros(capacity, np.float64)
+        self._follows = np.zeros(capacity, bool)
         self._doc_len = np.zeros(capacity, np.float32)
         self._memories: list[Memory] = []
         self._sessions: list[str | None] = []
@@ -111,7 +148,11 @@ class ScopeIndex:
 
     def remove_session(self, session: str) -> int:
         with self._lock:
-            ids = [m.id for i, m in enumerate(self._memories) if self._alive[i] and m.session == session]
+            ids = [
+                m.id
+                for i, m in enumerate(self._memories)
+                if self._alive[i] and m.session == session
+            ]
             return sum(self._kill(memory_id) for memory_id in ids)
 
     def get(self, memory_id: str) -> Memory | None:
@@ -141,6 +182,7 @@ class ScopeIndex:
         self._alive[row] = True
         self._tier[row] = _TIER_CODE[memory.tier]
         self._created[row] = memory.created_at.timestamp()
+        self._follows[row] = self._continues(row, memory)
         self._doc_len[row] = len(words)
         self._memories.append(memory)
         self._sessions.append(memory.session)
@@ -156,6 +198,13 @@ class ScopeIndex:
             postings.rows.append(row)
             postings.tfs.append(float(tf))
 
+    def _continues(self, row: int, memory: Memory) -> bool:
+        """Whether this memory was stored right after the previous row, in the same exchange."""
+        if row == 0 or not self._alive[row - 1]:
+            return False
+        gap = abs(self._created[row] - self._created[row - 1])
+        return self._sessions[row - 1] == memory.session and gap <= _NEIGHBOUR_GAP_S
+
     def _grow(self, capacity: int) -> None:
         def grown(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
             out = np.zeros((capacity, *array.shape[1:]), array.dtype)
@@ -166,6 +215,7 @@ class ScopeIndex:
         self._alive = grown(self._alive).astype(bool, copy=False)
         self._tier = grown(self._tier).astype(np.int8, copy=False)
         self._created = grown(self._created).astype(np.float64, copy=False)
+        self._follows = grown(self._follows).astype(bool, copy=False)
         self._doc_len = grown(self._doc_len).astype(np.float32, copy=False)
 
     def _maybe_rebuild(self) -> None:
@@ -214,9 +264,8 @@ class ScopeIndex:
             searched = int(allowed.sum())
             if searched == 0 or limit <= 0:
                 return Candidates(vectors=np.zeros((0, self._dimension), np.float32))
-            sims = self._vectors[:n] @ query_vector
+            sims, keyword = self._scores(query_vector, query_text, n)
             vector_top = _top(np.where(allowed, sims, -np.inf), min(limit, searched))
-            keyword = self._bm25(query_text, n)
             keyword_top = _top(np.where(allowed & (keyword > 0), keyword, -np.inf), limit)
             rows = list(dict.fromkeys([*vector_top.tolist(), *keyword_top.tolist()]))
             return Candidates(
@@ -228,6 +277,33 @@ class ScopeIndex:
                 keyword_rank=_ranks(rows, keyword_top),
                 searched=searched,
             )
+
+    def _scores(
+        self, query_vector: Vectors, query_text: str, n: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Cosine and BM25 of every row, each in its context and weighted for named dates."""
+        alive = self._alive[:n]
+        link = self._follows[:n] & alive
+        link[1:] &= alive[:-1]
+        sims = in_context(self._vectors[:n] @ query_vector, link)
+        keyword = in_context(self._bm25(query_text, n), link)
+        dated = self._dated(query_text, n)
+        if dated is not None:
+            boost = np.float32(1.0 + _DATED_BOOST)
+            sims = np.where(dated & (sims > 0), sims * boost, sims)
+            keyword = np.where(dated, keyword * boost, keyword)
+        return sims, keyword
+
+    def _dated(self, query_text: str, n: int) -> npt.NDArray[np.bool_] | None:
+        """Rows created inside a time window the query names, or None when it names none."""
+        windows = time_windows(query_text)
+        if not windows:
+            return None
+        created = self._created[:n]
+        inside = np.zeros(n, bool)
+        for start, end in windows:
+            inside |= (created >= start) & (created < end)
+        return inside
 
     def _allowed(self, session: str | None, tiers: frozenset[Tier] | None) -> npt.NDArray[np.bool_]:
         allowed = self._alive[: self._n].copy()
@@ -252,6 +328,22 @@ class ScopeIndex:
             norm = _BM25_K1 * (1.0 - _BM25_B + _BM25_B * self._doc_len[rows] / avg_len)
             scores[rows] += idf * tfs * (_BM25_K1 + 1.0) / (tfs + norm)
         return scores
+
+
+def in_context(
+    scores: npt.NDArray[np.float32], link: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.float32]:
+    """Each row's score lifted halfway to its better linked neighbour's, when that is higher.
+
+    ``link[i]`` says row ``i`` continues row ``i - 1``. A turn that only makes sense next to
+    the one before it ("Yes, since last spring!") is found through its neighbour, and a topic
+    discussed over several turns outranks a word that happens to occur once. A row never
+    scores above its best neighbour, so the scores keep their scale (cosine stays cosine).
+    """
+    neighbour = np.full_like(scores, -np.inf)
+    neighbour[1:] = np.where(link[1:], scores[:-1], -np.inf)
+    neighbour[:-1] = np.maximum(neighbour[:-1], np.where(link[1:], scores[1:], -np.inf))
+    return np.where(neighbour > scores, (scores + neighbour) / 2, scores).astype(np.float32)
 
 
 def _top(scores: npt.NDArray[np.floating], k: int) -> npt.NDArray[np.int64]:
