@@ -2,8 +2,7 @@
 
 Starlette's ``StreamingResponse`` only notices a vanished client on its next write under ASGI
 2.4, which can be many seconds into a slow generation. This response watches for the
-disconnect while it relays and cancels the upstream call the moment it happens, so an
-abandoned request stops costing tokens.
+disconnect while it relays and cancels the upstream call the moment it happens.
 """
 
 from __future__ import annotations
@@ -11,12 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-import anyio
 import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from proxy.disconnect import cancelled_on_disconnect
 from proxy.errors import ProxyError
 from proxy.upstream import UpstreamStream
 
@@ -70,17 +69,10 @@ class RelayResponse(Response):
         )
         completed = False
         try:
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    logger.info("client disconnected; cancelling the upstream stream")
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
+            async with cancelled_on_disconnect(receive) as gone:
                 completed = await self._relay(send)
-                group.cancel_scope.cancel()
+            if gone.happened:
+                logger.info("client disconnected; cancelled the upstream stream")
         finally:
             await self._stream.aclose()
             self._observer.on_end(completed)

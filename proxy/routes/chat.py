@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import orjson
 from fastapi import APIRouter
@@ -13,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.body import read_body
+from proxy.disconnect import cancelled_on_disconnect
 from proxy.errors import ProxyError
 from proxy.pipeline import ChatContext, Injection
 from proxy.routing import Target
@@ -22,30 +20,6 @@ from proxy.streaming import RelayResponse
 from proxy.upstream import UpstreamReply, UpstreamStream, forwarded_request_headers
 
 router = APIRouter()
-T = TypeVar("T")
-
-
-class ClientGone(Exception):
-    """The client hung up before the upstream answered."""
-
-
-async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ClientGone
-    return task.result()
 
 
 def _outgoing_body(raw: bytes, target: Target, chat: ChatCompletionRequest) -> bytes:
@@ -86,16 +60,16 @@ async def chat_completions(request: Request) -> Response:
     body = _outgoing_body(injection.body or raw, target, chat)
     observer = services.chat_memory.observe(context, injection)
     started = time.perf_counter()
+    answer: UpstreamReply | UpstreamStream | None = None
     try:
-        answer = await _until_disconnect(
-            request, _forward(services, target, body, request, chat.stream)
-        )
+        async with cancelled_on_disconnect(request.receive):
+            answer = await _forward(services, target, body, request, chat.stream)
     except ProxyError as error:
         metrics.requests.labels("chat", str(error.status_code)).inc()
         error.headers.update(injection.receipt_headers())
         observer.on_end(False)
         raise
-    except ClientGone:
+    if answer is None:  # the client hung up before the upstream answered
         metrics.requests.labels("chat", "499").inc()
         observer.on_end(False)
         return Response(status_code=499)

@@ -288,3 +288,37 @@ def test_upstream_cookies_never_cross_tenants(tmp_path: Path) -> None:
                 with client:
                     client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
     assert seen_cookies == [None, None]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_disconnect_before_the_answer_cancels_the_upstream_call(
+    tmp_path: Path, stream: bool
+) -> None:
+    """A client that gives up while the upstream is still thinking frees the upstream too."""
+    closed = threading.Event()
+
+    async def thinking_upstream(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        if (await receive())["type"] == "http.disconnect":  # waits until the proxy hangs up
+            closed.set()
+
+    with LoopbackServer(thinking_upstream) as upstream_server:
+        settings = Settings(upstream_base_url=f"{upstream_server.url}/v1", data_dir=tmp_path / "d")
+        registry = TenantRegistry(str(settings.data_dir / "registry"))
+        key, _ = registry.create_key("acme")
+        with LoopbackServer(build_app(settings, registry=registry)) as proxy_server:
+            body = {"model": "m", "stream": stream, "messages": MESSAGES}
+            headers = {"authorization": f"Bearer {key}", "x-memory-mode": "off"}
+            async with httpx.AsyncClient(base_url=proxy_server.url) as http:
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post("/v1/chat/completions", json=body, headers=headers, timeout=0.5)
+            deadline = time.monotonic() + 10
+            while not closed.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+    assert closed.is_set(), "the upstream call outlived the client"
