@@ -11,8 +11,17 @@ deleted. Ordering: one consumer applies entries in sequence order.
 
 Pipeline per batch: embed (one ``embed_batch`` call) → near-duplicate check against the
 user's live memories (cosine ≥ ``near_duplicate``: the new row is kept, marked superseded by
-the survivor, which is reinforced; the acknowledged id stays resolvable) → upsert. Redaction,
-chunking and exact-duplicate detection happen before the WAL, in :mod:`memory.service`.
+the survivor, which is reinforced; the acknowledged id stays resolvable) → supersession →
+upsert. Redaction, chunking and exact-duplicate detection happen before the WAL, in
+:mod:`memory.service`.
+
+Supersession (:mod:`policies.supersession`): a live memory stating a profile fact ("I moved
+to Porto") supersedes the user's strictly older live memories stating another value for the
+same slot ("I live in Lyon"), which are kept with ``superseded_by`` and leave search; a fact
+older than a stored contradicting one (an import) is itself the one superseded. Only the
+user's memories whose content contains the slot's trigger phrases are read, through one
+filtered store query per (tenant, user) in a batch that states any fact. Two texts that
+contradict each other on a slot are never near-duplicates of each other, however similar.
 """
 
 from __future__ import annotations
@@ -31,11 +40,13 @@ import numpy as np
 
 from memory.embedder import Embedder
 from memory.model import Memory
-from memory.store import MemoryStore, Vectors
+from memory.store import Change, MemoryStore, Vectors
+from policies.supersession import Claim, Fact, Supersession, extract_fact, resolve, triggers
 
 __all__ = ["Ingestor", "WalEntry", "WriteAheadLog"]
 
 log = logging.getLogger(__name__)
+events = logging.getLogger("memshadow.events")
 
 
 @dataclass(frozen=True)
@@ -331,9 +342,15 @@ class Ingestor:
                     survivor, similarity = twin, 1.0
                 if survivor is not None and survivor.id != memories[i].id and (
                     similarity >= self._near_duplicate
-                ):
+                ) and not _contradict(survivor, memories[i]):
                     memories[i] = memories[i].model_copy(update={"superseded_by": survivor.id})
                     reinforce.append(survivor.id)
+            outcome = await self._supersessions(tenant, user, memories)
+            in_batch = {m.id: i for i, m in enumerate(memories)}
+            for old, change in outcome.items():
+                if old in in_batch:
+                    i = in_batch[old]
+                    memories[i] = memories[i].model_copy(update={"superseded_by": change.new})
             # Fresh ids can be appended; a replayed or restored entry may already be stored.
             new = first_attempt and all(
                 batch[r].seq > self._replay_until and not batch[r].restore for r in rows
@@ -341,6 +358,45 @@ class Ingestor:
             await self._store.add(tenant, memories, vectors[rows], new=new)
             if reinforce:
                 await self._store.touch(tenant, reinforce, reinforced=1)
+            await self._apply_supersessions(tenant, outcome, set(in_batch))
+
+    async def _supersessions(
+        self, tenant: str, user: str, memories: Sequence[Memory]
+    ) -> dict[str, Supersession]:
+        """Which memories (of this batch or stored) the batch's stated facts supersede."""
+        claims = _claims(memories)
+        if not claims:
+            return {}
+        phrases = sorted({t for c in claims for t in triggers(c.fact.slot)})
+        batch_ids = {m.id for m in memories}
+        stored = await self._store.matching(tenant, user, phrases)
+        known = _claims([m for m in stored if m.id not in batch_ids])
+        outcome: dict[str, Supersession] = {}
+        # Oldest first, so that within one batch the newest statement ends up the live one.
+        for claim in sorted(claims, key=lambda c: (c.created_at, c.id)):
+            if claim.id in outcome:
+                continue
+            live = [c for c in known if c.id not in outcome]
+            outcome.update((s.old, s) for s in resolve(claim, live))
+            known.append(claim)
+        return outcome
+
+    async def _apply_supersessions(
+        self, tenant: str, outcome: dict[str, Supersession], in_batch: set[str]
+    ) -> None:
+        # Stored memories are marked after the new one is written: for a moment both are
+        # live, rather than neither; a crash in between replays the entry and marks again.
+        stored = {
+            old: Change(superseded_by=s.new) for old, s in outcome.items() if old not in in_batch
+        }
+        changed = set(await self._store.mark(tenant, stored)) if stored else set()
+        for old, s in outcome.items():
+            if old in in_batch or old in changed:
+                events.info(
+                    "memory superseded tenant=%s id=%s by=%s slot=%s", tenant, old, s.new, s.slot,
+                    extra={"event": "memory.superseded", "tenant": tenant, "memory_id": old,
+                           "superseded_by": s.new, "slot": s.slot},
+                )  # fmt: skip
 
     async def _vectors(self, batch: list[WalEntry]) -> Vectors:
         out = np.zeros((len(batch), self._store.dimension), np.float32)
@@ -352,3 +408,24 @@ class Ingestor:
             texts = [batch[i].memory.content for i in todo]
             out[todo] = await asyncio.to_thread(self._embedder.embed_batch, texts)
         return out
+
+
+def _fact(memory: Memory) -> Fact | None:
+    role = memory.metadata.get("role")
+    return extract_fact(memory.content, role if isinstance(role, str) else None)
+
+
+def _claims(memories: Sequence[Memory]) -> list[Claim]:
+    """The profile facts that live memories state."""
+    out = []
+    for memory in memories:
+        fact = _fact(memory) if memory.live else None
+        if fact is not None:
+            out.append(Claim(memory.id, fact, memory.created_at))
+    return out
+
+
+def _contradict(a: Memory, b: Memory) -> bool:
+    """Whether two memories state different values for one slot ("live in Lyon"/"in Porto")."""
+    fa, fb = _fact(a), _fact(b)
+    return fa is not None and fb is not None and fa.slot == fb.slot and fa.value != fb.value

@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +38,15 @@ from lancedb.index import BTree
 
 from memory.index import ScopeIndex
 from memory.model import InvalidMemory, Memory, Source, Tier, utcnow
-from memory.store import Candidates, ListPage, ModelMismatch, ScopeFilter, Vectors
+from memory.store import (
+    Candidates,
+    Change,
+    ListPage,
+    MemoryStats,
+    ModelMismatch,
+    ScopeFilter,
+    Vectors,
+)
 
 __all__ = ["LanceMemoryStore", "table_name"]
 
@@ -48,6 +56,7 @@ _MODEL_KEY = b"memshadow.embedder_model"
 _DIM_KEY = b"memshadow.embedder_dimension"
 _TENANT_KEY = b"memshadow.tenant"
 _SCALAR_COLUMNS = ("id", "user", "session")
+_STATS_COLUMNS = ["id", "user", "tier", "created_at", "last_used_at", "useful", "not_useful"]
 
 
 def table_name(tenant: str) -> str:
@@ -306,6 +315,26 @@ class LanceMemoryStore:
             self._upsert(tenant, updated, vectors)
         return len(updated)
 
+    async def mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
+        if not changes:
+            return []
+        return await self._on_writer(lambda: self._mark(tenant, changes))
+
+    def _mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
+        """Read-modify-write on the writer thread: the liveness/tier guard cannot race a write."""
+        table = self._table(tenant, create=False)
+        if table is None:
+            return []
+        memories, vectors = _from_arrow(tenant, self._query(table, col("id").isin(list(changes))))
+        rows = [
+            i for i, m in enumerate(memories)
+            if m.live and changes[m.id].if_tier in (None, m.tier)
+        ]  # fmt: skip
+        updated = [memories[i].model_copy(update=changes[memories[i].id].updates()) for i in rows]
+        if updated:
+            self._upsert(tenant, updated, vectors[rows])
+        return [m.id for m in updated]
+
     # -- reads -------------------------------------------------------------------------
     @staticmethod
     def _query(table: Any, where: Expr, columns: list[str] | None = None) -> pa.Table:
@@ -367,6 +396,58 @@ class LanceMemoryStore:
     async def by_hash(self, tenant: str, user: str, hashes: Sequence[str]) -> list[Memory | None]:
         index = await self._scope(tenant, user)
         return [None if index is None else index.by_hash(h) for h in hashes]
+
+    async def matching(
+        self, tenant: str, user: str, phrases: Sequence[str], limit: int = 1000
+    ) -> list[Memory]:
+        if not phrases:
+            return []
+
+        def read() -> list[Memory]:
+            table = self._table(tenant, create=False)
+            if table is None:
+                return []
+            content = col("content").lower()
+            any_phrase = content.contains(lit(phrases[0]))
+            for phrase in phrases[1:]:
+                any_phrase = any_phrase | content.contains(lit(phrase))
+            where = _filter(ScopeFilter(user)) & any_phrase
+            found = table.search().where(where).limit(limit).to_arrow()
+            return _from_arrow(tenant, found)[0]
+
+        return await asyncio.to_thread(read)
+
+    async def stats(self, tenant: str, scope: ScopeFilter) -> list[MemoryStats]:
+        def read() -> list[MemoryStats]:
+            table = self._table(tenant, create=False)
+            if table is None:
+                return []
+            rows = self._query(table, _filter(scope), _STATS_COLUMNS).to_pylist()
+            return [MemoryStats(**{**row, "tier": Tier(row["tier"])}) for row in rows]
+
+        return await asyncio.to_thread(read)
+
+    async def tenants(self) -> list[str]:
+        return await asyncio.to_thread(self._tenants)
+
+    def _tenants(self) -> list[str]:
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            page = self._db.list_tables(page_token=token)
+            names.extend(page.tables)
+            token = page.page_token
+            if not token:
+                break
+        out = []
+        for name in names:
+            if not name.startswith("t_"):
+                continue
+            meta = self._db.open_table(name).schema.metadata or {}
+            tenant = meta.get(_TENANT_KEY)
+            if tenant is not None and table_name(tenant.decode()) == name:
+                out.append(tenant.decode())
+        return sorted(out)
 
     async def open_tenant(self, tenant: str) -> None:
         """Create or open the tenant's table; raises :class:`ModelMismatch` on a model change."""

@@ -7,8 +7,9 @@ candidates is not its business (:mod:`memory.retrieval`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import numpy as np
@@ -18,7 +19,9 @@ from memory.model import Memory, Tier
 
 __all__ = [
     "Candidates",
+    "Change",
     "ListPage",
+    "MemoryStats",
     "MemoryStore",
     "ModelMismatch",
     "ScopeFilter",
@@ -63,6 +66,43 @@ class Candidates:
 class ListPage:
     items: list[Memory]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change of state the engine makes on its own (supersession, archiving, promotion).
+
+    Applied only while the memory is still live and, with ``if_tier``, still in that tier:
+    the decision was taken on a snapshot, and a memory changed since must not be touched.
+    """
+
+    superseded_by: str | None = None
+    archived: bool = False
+    tier: Tier | None = None
+    if_tier: Tier | None = None
+
+    def updates(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.superseded_by is not None:
+            out["superseded_by"] = self.superseded_by
+        if self.archived:
+            out["archived"] = True
+        if self.tier is not None:
+            out["tier"] = self.tier
+        return out
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """What retention needs to know about a memory: no content, no vector."""
+
+    id: str
+    user: str
+    tier: Tier
+    created_at: datetime
+    last_used_at: datetime
+    useful: float
+    not_useful: float
 
 
 class MemoryStore(Protocol):
@@ -112,6 +152,22 @@ class MemoryStore(Protocol):
         not_useful: float = 0.0,
         reinforced: int = 0,
     ) -> int: ...
+
+    async def matching(
+        self, tenant: str, user: str, phrases: Sequence[str], limit: int = 1000
+    ) -> list[Memory]:
+        """Live memories of the user whose lowercased content contains any of ``phrases``."""
+        ...
+
+    async def mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
+        """Apply each change to its memory (see :class:`Change`); the ids actually changed."""
+        ...
+
+    async def stats(self, tenant: str, scope: ScopeFilter) -> list[MemoryStats]: ...
+
+    async def tenants(self) -> list[str]:
+        """Every tenant with a table in this store (for background maintenance)."""
+        ...
 
     async def open_tenant(self, tenant: str) -> None: ...
 
