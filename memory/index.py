@@ -31,8 +31,8 @@ _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _STOPWORDS = frozenset(
     "a about all also am an and any are as at be been but by can could did do does for from "
     "had has have he her his i if in into is it its me my no not of on or our she so than "
-    "that the their them then there these they this to was we were what when where which who whom why will with would "
-    "you your yours "
+    "that the their them then there these they this to was we were what when where which "
+    "who whom why will with would you your yours "
     # Question and auxiliary words: "how many", "what kind of", "did … go" carry no topic, and
     # a question is made of them ("How long has …" matched every "long time no see").
     "how many much kind type sort some other both each just get got go going went done "
@@ -46,6 +46,8 @@ _BM25_B = 0.4
 # A memory stored right after another of the same session, within this gap, continues the same
 # exchange: a question and its answer, the turns of one imported conversation.
 _NEIGHBOUR_GAP_S = 3600.0
+# How many rows either side lend context (LoCoMo dev R@10: 1 → 74.6, 2 → 77.2).
+_CONTEXT_REACH = 2
 # When the query names a date, memories from around that date weigh this much more.
 _DATED_BOOST = 0.5
 
@@ -331,19 +333,30 @@ class ScopeIndex:
 
 
 def in_context(
-    scores: npt.NDArray[np.float32], link: npt.NDArray[np.bool_]
+    scores: npt.NDArray[np.float32], link: npt.NDArray[np.bool_], reach: int = _CONTEXT_REACH
 ) -> npt.NDArray[np.float32]:
-    """Each row's score lifted halfway to its better linked neighbour's, when that is higher.
+    """Each row's score lifted towards better neighbours': halfway for the adjacent ones, a
+    quarter of the way for those two rows off, and so on up to ``reach``.
 
-    ``link[i]`` says row ``i`` continues row ``i - 1``. A turn that only makes sense next to
-    the one before it ("Yes, since last spring!") is found through its neighbour, and a topic
-    discussed over several turns outranks a word that happens to occur once. A row never
-    scores above its best neighbour, so the scores keep their scale (cosine stays cosine).
+    ``link[i]`` says row ``i`` continues row ``i - 1``; neighbours count only through an
+    unbroken chain of links. A turn that only makes sense next to the one before it ("Yes,
+    since last spring!") is found through its neighbour, and a topic discussed over several
+    turns outranks a word that happens to occur once. A row never scores above its best
+    neighbour, so the scores keep their scale (cosine stays cosine).
     """
-    neighbour = np.full_like(scores, -np.inf)
-    neighbour[1:] = np.where(link[1:], scores[:-1], -np.inf)
-    neighbour[:-1] = np.maximum(neighbour[:-1], np.where(link[1:], scores[1:], -np.inf))
-    return np.where(neighbour > scores, (scores + neighbour) / 2, scores).astype(np.float32)
+    out = scores.astype(np.float32, copy=True)
+    chained = link.copy()  # chained[i]: rows i - distance … i are one exchange
+    for distance in range(1, reach + 1):
+        if distance > 1:
+            chained[distance - 1 :] &= link[: len(link) - distance + 1]
+            chained[: distance - 1] = False
+        neighbour = np.full_like(out, -np.inf)
+        neighbour[distance:] = np.where(chained[distance:], scores[:-distance], -np.inf)
+        neighbour[:-distance] = np.maximum(
+            neighbour[:-distance], np.where(chained[distance:], scores[distance:], -np.inf)
+        )
+        out = np.where(neighbour > out, out + (neighbour - out) * 0.5**distance, out)
+    return out.astype(np.float32)
 
 
 def _top(scores: npt.NDArray[np.floating], k: int) -> npt.NDArray[np.int64]:

@@ -42,6 +42,14 @@ def test_in_context_lifts_towards_a_linked_neighbour_only() -> None:
     assert lifted[2] == scores[2] and lifted[3] == scores[3]  # not linked
 
 
+def test_in_context_reaches_two_rows_through_a_chain() -> None:
+    scores = np.asarray([0.9, 0.1, 0.1, 0.1], np.float32)
+    chain = in_context(scores, np.asarray([False, True, True, False]))
+    assert np.isclose(chain[1], 0.5) and np.isclose(chain[2], 0.3)  # a quarter of the way
+    assert chain[3] == scores[3]
+    assert in_context(scores[:1], np.asarray([False]))[0] == scores[0]
+
+
 def test_an_answer_is_found_through_its_question() -> None:
     asked = memory(0, "Which city did you pick for the conference?")
     answer = memory(1, "Lisbon, finally!")
