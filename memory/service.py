@@ -8,6 +8,11 @@ at sentence boundaries → hash and count tokens → exact-duplicate check (a du
 and reinforces the existing memory) → write-ahead log (durable on return). Embedding, the
 near-duplicate check and the LanceDB write follow within milliseconds in the ingestor.
 
+A :class:`memory.pruner.Pruner` runs in the background between ``start()`` and ``aclose()``
+(every ``prune_interval_s``; ``None`` turns it off): it archives memories whose activation
+fell below the retention floor or past a tier's cap, and promotes proven episodic memories
+to semantic, never touching ``long_term`` ones.
+
 Operations that read or change what is already stored (get, list, update, delete, forget,
 export) first wait for the ingestor to apply what was acknowledged, so they never miss a
 memory that ``store`` already returned.
@@ -31,6 +36,7 @@ from memory.model import (
     InvalidMemory, Memory, NewMemory, RecallResult, Scope, Source, Tier, check_scope_part,
     content_hash, parse_new_memory, utcnow,
 )  # fmt: skip
+from memory.pruner import Pruner, PruneReport
 from memory.retrieval import RecallWeights, rank
 from memory.store import MemoryStore, ScopeFilter
 from memory.tokens import TokenCounter
@@ -62,6 +68,7 @@ class MemoryService:
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         near_duplicate: float = 0.95,
         max_k: int = 100,
+        prune_interval_s: float | None = 600.0,
     ) -> None:
         self._embedder = embedder
         self._store: MemoryStore = store or LanceMemoryStore(
@@ -76,6 +83,10 @@ class MemoryService:
         self._max_chars = max_content_chars
         self._chunk_tokens = chunk_tokens
         self._max_k = max_k
+        self._prune_interval_s = prune_interval_s
+        self._pruner = Pruner(
+            self._store, retention=retention, prior=prior, interval_s=prune_interval_s or 0.0
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -84,10 +95,18 @@ class MemoryService:
     async def start(self) -> None:
         await self._store.start()
         await self._ingest.start()
+        if self._prune_interval_s is not None:
+            self._pruner.start()
 
     async def aclose(self) -> None:
+        await self._pruner.aclose()
         await self._ingest.aclose()
         await self._store.aclose()
+
+    async def prune(self, tenant: str) -> PruneReport:
+        """One retention pass over the tenant now (the background loop does this too)."""
+        await self._ingest.flush()
+        return await self._pruner.run_once(tenant)
 
     # -- store -------------------------------------------------------------------------
     async def store(

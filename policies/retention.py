@@ -10,21 +10,45 @@ Half-lives, chosen for a chat assistant:
 - ``episodic``: captured exchanges; what was said last week matters more than last year → 14 days.
 - ``semantic``: facts distilled from episodes stay true for a long time → 180 days.
 - ``long_term``: stored on purpose by the app or the user; barely fades → 2 years.
+
+Pruning (:func:`decide_retention`, run by :mod:`memory.pruner`). A memory's *activation* is
+its tier's decay at its age times its usefulness posterior mean (0.5 with no feedback):
+
+- ``long_term`` memories are never touched (:data:`PROTECTED_TIERS`): the user stored them
+  on purpose, and only the user removes them.
+- An episodic memory that keeps proving useful (at least ``promote_min_useful`` useful
+  credits and a posterior mean of at least ``promote_min_mean``) is promoted to semantic.
+- A memory whose activation falls below ``archive_below`` is archived (never deleted). The
+  default 0.04 is under the episodic and semantic decay floors times the prior mean 0.5
+  (0.05 and 0.15), so decay alone archives only working memories (floor 0: within a day);
+  an episodic memory goes once it has aged with a posterior mean below 0.4 (repeated
+  failures), a semantic one only after many failures.
+- Past a tier's cap, a user's lowest-activation memories of the tier are archived.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
 
 __all__ = [
     "DEFAULT_RETENTION",
+    "PROTECTED_TIERS",
+    "RetentionAction",
+    "RetentionItem",
     "RetentionPolicy",
     "TierRetention",
+    "activation",
     "decay",
+    "decide_retention",
     "over_cap",
 ]
+
+# Stored on purpose by the user or the app: pruning never archives, promotes or caps them.
+PROTECTED_TIERS = frozenset({"long_term"})
 
 _HOUR = 3600.0
 _DAY = 24 * _HOUR
@@ -45,10 +69,13 @@ class TierRetention:
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """Per-tier retention; unknown tiers fall back to ``default``."""
+    """Per-tier retention; unknown tiers fall back to ``default``. Pruning thresholds too."""
 
     tiers: Mapping[str, TierRetention] = field(default_factory=dict)
     default: TierRetention = TierRetention(half_life_s=180 * _DAY, floor=0.2)
+    archive_below: float = 0.04
+    promote_min_useful: float = 3.0
+    promote_min_mean: float = 0.7
 
     def for_tier(self, tier: str) -> TierRetention:
         return self.tiers.get(tier, self.default)
@@ -80,3 +107,84 @@ def over_cap(live_count: int, retention: TierRetention) -> int:
     if retention.cap is None:
         return 0
     return max(0, live_count - retention.cap)
+
+
+@dataclass(frozen=True)
+class RetentionItem:
+    """What pruning knows of one live memory; ``usefulness`` is its posterior mean."""
+
+    id: str
+    user: str
+    tier: str
+    created_at: datetime
+    usefulness: float
+    useful: float
+
+
+@dataclass(frozen=True)
+class RetentionAction:
+    """Archive a memory or promote it to semantic; ``reason`` is floor, cap or useful."""
+
+    kind: Literal["archive", "promote"]
+    id: str
+    user: str
+    tier: str
+    reason: str
+    activation: float
+
+
+def activation(item: RetentionItem, now: datetime, policy: RetentionPolicy) -> float:
+    """Recency decay by the tier's half-life times the usefulness posterior mean."""
+    age_s = (now - item.created_at).total_seconds()
+    return decay(age_s, policy.for_tier(item.tier)) * item.usefulness
+
+
+def decide_retention(
+    items: Iterable[RetentionItem], now: datetime, policy: RetentionPolicy
+) -> list[RetentionAction]:
+    """Promotions, then archives below the floor, then archives past each tier's cap."""
+    actions: list[RetentionAction] = []
+    remaining: dict[tuple[str, str], list[tuple[float, RetentionItem]]] = {}
+    for item in items:
+        if item.tier in PROTECTED_TIERS:
+            continue
+        level = activation(item, now, policy)
+        action = _promotion(item, level, policy) or _floor(item, level, policy)
+        if action is not None:
+            actions.append(action)
+        else:
+            remaining.setdefault((item.user, item.tier), []).append((level, item))
+    for (_, tier), group in sorted(remaining.items(), key=lambda kv: kv[0]):
+        actions.extend(_over_cap(tier, group, policy))
+    return actions
+
+
+def _promotion(item: RetentionItem, level: float, policy: RetentionPolicy) -> RetentionAction | None:
+    proven = item.useful >= policy.promote_min_useful and item.usefulness >= policy.promote_min_mean
+    if item.tier != "episodic" or not proven:
+        return None
+    return RetentionAction("promote", item.id, item.user, item.tier, "useful", level)
+
+
+def _floor(item: RetentionItem, level: float, policy: RetentionPolicy) -> RetentionAction | None:
+    if level >= policy.archive_below:
+        return None
+    return RetentionAction("archive", item.id, item.user, item.tier, "floor", level)
+
+
+def _over_cap(
+    tier: str, staying: list[tuple[float, RetentionItem]], policy: RetentionPolicy
+) -> list[RetentionAction]:
+    """Archive the lowest-activation memories past the cap (ties: oldest first, then id).
+
+    ``staying`` excludes memories leaving the tier in this run (archived or promoted): they
+    neither count towards the cap nor are victims.
+    """
+    excess = over_cap(len(staying), policy.for_tier(tier))
+    if excess == 0:
+        return []
+    victims = sorted(staying, key=lambda pair: (pair[0], pair[1].created_at, pair[1].id))
+    return [
+        RetentionAction("archive", item.id, item.user, tier, "cap", level)
+        for level, item in victims[:excess]
+    ]

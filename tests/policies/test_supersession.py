@@ -16,7 +16,7 @@ from policies.supersession import Claim, Fact, Supersession, extract_fact, resol
         ("User: I moved to Porto.", "residence", "porto"),
         ("user: I've relocated to Rio de Janeiro", "residence", "rio de janeiro"),
         ("Actually, I live in Porto now", "residence", "porto"),
-        ("I’m based in Berlin but travel a lot.", "residence", "berlin"),
+        ("I\u2019m based in Berlin but travel a lot.", "residence", "berlin"),
         ("I'm living in New York City with my wife", "residence", "new york city"),
         ("I moved to Porto since then", "residence", "porto"),
         ("I work at Google as an engineer.", "employer", "google"),
