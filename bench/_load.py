@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,6 +29,175 @@ STREAM_BODY = json.dumps(
 # Hard caps so that no setting of the flags can turn this into an unbounded load test.
 MAX_REQUESTS_PER_WINDOW = 50_000
 MAX_WINDOW_SECONDS = 30.0
+# Distinct user questions the load rotates through. Well above the proxy's query-embedding
+# LRU (1,024 entries by default), so a question recurs only after the cache has forgotten it:
+# memory-on requests pay a real embedding, as a new question from a user would.
+QUESTION_POOL = 4096
+SEED = 20240604
+
+# ---------------------------------------------------------------- synthetic text
+# One vocabulary for the questions and the seeded memories, so that BM25 finds postings for
+# the questions' words (some common, some rare), as it would in a real user's history.
+PEOPLE = (
+    "Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana", "Ines", "Jonas",
+    "Kofi", "Lena", "Marta", "Nikhil", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tomas",
+    "Ulla", "Vera", "Wei", "Yusuf", "Zoe", "my sister", "my brother", "my manager",
+    "the landlord", "my dentist", "grandma", "the neighbours", "my coach", "the accountant",
+)  # fmt: skip
+OBJECTS = (
+    "passport", "car keys", "laptop charger", "blue umbrella", "gym card", "spare glasses",
+    "library book", "insurance papers", "bike lock", "winter coat", "headphones",
+    "birth certificate", "hiking boots", "camera", "tax forms", "wedding album", "drill",
+    "tent", "guitar", "sewing kit", "house deeds", "vaccination card", "yoga mat",
+    "travel adapter", "old phone", "garden shears", "suitcase", "piano music", "toolbox",
+    "chess set", "recipe notebook", "blender", "printer ink", "ski goggles", "fishing rod",
+    "backup drive", "paint brushes", "tennis racket", "sleeping bag", "rain jacket",
+    "coffee grinder", "spare tyre", "lease contract", "medicine box", "phone charger",
+    "ID card", "work badge", "kayak paddle", "picnic blanket", "sunglasses",
+    "guest keys", "warranty card", "photo prints", "lunch box", "knitting needles",
+    "board games", "night lamp", "first aid kit", "car manual", "bank token",
+)  # fmt: skip
+PLACES = (
+    "hall cupboard", "top drawer of the desk", "garage shelf", "attic", "blue box under the bed",
+    "kitchen cabinet", "car boot", "study bookcase", "basement", "bathroom cabinet",
+    "wardrobe", "shoe rack", "safe", "office locker", "garden shed", "sideboard",
+)  # fmt: skip
+ACTIVITIES = (
+    "hiking", "swimming", "a road trip", "the Lisbon trip", "camping", "a dinner party",
+    "the marathon", "skiing", "a job interview", "moving house", "the school fair",
+    "sailing", "a concert", "the wedding", "a chess tournament", "painting the kitchen",
+    "the beach weekend", "a museum visit", "cycling to work", "the book club",
+)  # fmt: skip
+TIMES = (
+    "tomorrow", "next week", "this weekend", "on Monday", "on Friday", "next month",
+    "before the holidays", "in March", "after work", "tonight", "in the summer",
+    "last year", "yesterday", "two weeks ago", "at Easter", "in the morning",
+)  # fmt: skip
+FOODS = (
+    "sushi", "lentil soup", "spicy curry", "pancakes", "oysters", "olives", "blue cheese",
+    "mushroom risotto", "falafel", "dark chocolate", "grapefruit", "coriander", "tofu",
+    "pickled herring", "cheesecake", "peanut butter", "kimchi", "ramen", "fig jam",
+)  # fmt: skip
+PROJECTS = (
+    "website redesign", "garden renovation", "budget review", "thesis", "kitchen remodel",
+    "podcast", "quarterly report", "family reunion", "data migration", "grant proposal",
+    "photo book", "tax return", "mobile app", "charity run", "novel draft",
+)  # fmt: skip
+TOPICS = (
+    "mortgage rates", "sourdough baking", "Roman history", "container gardening",
+    "machine learning", "birdwatching", "solar panels", "Spanish verbs", "jazz piano",
+    "sleep hygiene", "electric cars", "stoic philosophy", "watercolour", "chess openings",
+    "composting", "retirement savings", "trail running", "home networking", "bee keeping",
+)  # fmt: skip
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+ADJECTIVES = (
+    "new", "old", "red", "cheap", "expensive", "broken", "borrowed", "second-hand",
+    "waterproof", "tiny", "heavy", "vintage", "spare", "lost", "favourite",
+)  # fmt: skip
+
+QUESTION_TEMPLATES = (
+    "Where did I put my {obj}?",
+    "Do you remember where I keep my {obj}?",
+    "I need my {obj} {time}; where is it?",
+    "What did I tell you about my {obj} {time}?",
+    "Can you remind me what I decided about the {obj} for {act}?",
+    "Help me plan {act} {time}. Do I need my {obj}?",
+    "Write a short note to {person} asking to return my {obj}.",
+    "Summarise what {person} said about {act}.",
+    "What does {person} like to eat? I am cooking for them {time}.",
+    "When is the {project} deadline, and who owns the {topic} part?",
+    "Give me three tips about {topic} before {act}.",
+    "Did {person} recommend anything about {topic}?",
+)
+
+
+MEMORY_TEMPLATES = (
+    "{person} mentioned that the {obj} is in the {place} since {time}.",
+    "I went {act} with {person} {time} and forgot my {obj} at home.",
+    "{person} loves {food} but cannot stand {food2}.",
+    "Meeting with {person} about the {project} moved to {day} at {hour}.",
+    "Bought the {adj} {obj} for {act}; order number {number}.",
+    "{person} recommended reading about {topic} before {act}.",
+    "Remember to call {person} about the {project} on {day}.",
+    "The {project} deadline is {day}; {person} owns the {topic} part.",
+    "Lent my {adj} {obj} to {person} {time}, still not returned.",
+    "I want to learn more about {topic} {time}, maybe with {person}.",
+    "Dinner at {person}'s place {time}: they served {food} and {food2}.",
+    "Paid {number} for the {project}; {person} will send the invoice on {day}.",
+)
+# Facts with real embeddings (stored through the normal path): half the objects have one,
+# so questions about those are answered (status ok) and about the rest mostly abstain.
+FACT_OBJECTS = OBJECTS[::2]
+
+
+def facts() -> list[str]:
+    return [
+        f"I keep my {obj} in the {PLACES[i % len(PLACES)]}." for i, obj in enumerate(FACT_OBJECTS)
+    ]
+
+
+def synthetic_memory(rng: random.Random) -> str:
+    """One varied memory sentence (content only: its vector is random, see overhead.py)."""
+    return rng.choice(MEMORY_TEMPLATES).format(
+        obj=rng.choice(OBJECTS), time=rng.choice(TIMES), act=rng.choice(ACTIVITIES),
+        person=rng.choice(PEOPLE), project=rng.choice(PROJECTS), topic=rng.choice(TOPICS),
+        place=rng.choice(PLACES), food=rng.choice(FOODS), food2=rng.choice(FOODS),
+        day=rng.choice(DAYS), hour=f"{rng.randint(7, 20)}:{rng.choice(('00', '15', '30', '45'))}",
+        adj=rng.choice(ADJECTIVES), number=rng.randint(100, 99_999),
+    )  # fmt: skip
+
+
+def _fill(rng: random.Random, template: str) -> str:
+    return template.format(
+        obj=rng.choice(OBJECTS), time=rng.choice(TIMES), act=rng.choice(ACTIVITIES),
+        person=rng.choice(PEOPLE), project=rng.choice(PROJECTS), topic=rng.choice(TOPICS),
+    )  # fmt: skip
+
+
+def synthetic_questions(n: int, seed: int = SEED) -> list[str]:
+    """``n`` distinct user questions, the same for every call with the same seed."""
+    rng = random.Random(seed)
+    seen: dict[str, None] = {}
+    while len(seen) < n:
+        seen.setdefault(_fill(rng, rng.choice(QUESTION_TEMPLATES)), None)
+    return list(seen)
+
+
+def _chat_body(question: str, stream: bool) -> bytes:
+    payload: dict[str, object] = {"model": MODEL}
+    if stream:
+        payload["stream"] = True
+    payload["messages"] = [{"role": "user", "content": question}]
+    return json.dumps(payload).encode()
+
+
+class BodyPool:
+    """Pre-encoded request bodies, one per distinct question, handed out in rotation.
+
+    Picking a body is an index and a list lookup; nothing is serialised per request. One
+    rotation is shared by every target, so they all draw from the same questions.
+    """
+
+    def __init__(self, questions: list[str]) -> None:
+        self._plain = [_chat_body(q, False) for q in questions]
+        self._stream = [_chat_body(q, True) for q in questions]
+        self._n = len(questions)
+        self._i = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def plain(self) -> bytes:
+        self._i += 1
+        return self._plain[self._i % self._n]
+
+    def stream(self) -> bytes:
+        self._i += 1
+        return self._stream[self._i % self._n]
+
+
+def default_bodies() -> BodyPool:
+    return BodyPool(synthetic_questions(QUESTION_POOL))
 
 
 @dataclass(frozen=True)
@@ -36,6 +207,10 @@ class Target:
     name: str
     base_url: str
     headers: dict[str, str]
+    # A memory target: the load client tallies its responses' X-Memory-Status.
+    memory: bool = False
+    # How many memories were seeded for its user (None: not seeded).
+    memories: int | None = None
 
     @property
     def chat_url(self) -> str:
@@ -44,7 +219,15 @@ class Target:
 
 class LoadClient(Protocol):
     """The load generator's HTTP client: the same one for every target, so its cost cancels in
-    the added latency, but it shares the 2 cores with the servers, so it must be cheap."""
+    the added latency, but it shares the 2 cores with the servers, so it must be cheap.
+
+    Bodies come from a :class:`BodyPool`. For memory targets, every response's
+    ``X-Memory-Status`` is tallied in ``statuses`` under (target, phase, status); the caller
+    sets ``phase`` (``c1``, ``c32`` …) before each part of a round.
+    """
+
+    statuses: Counter[tuple[str, str, str]]
+    phase: str
 
     async def plain(self, target: Target) -> float | None:
         """One non-streamed request: its latency in seconds, or None if it failed."""
@@ -63,36 +246,45 @@ class AiohttpLoad:
     at concurrency 1 and ≈ 1.2 ms at 32 (its connection pool scans every connection), which
     would eat most of a core and cap every target near the same figure."""
 
-    def __init__(self, pool_size: int) -> None:
+    def __init__(self, pool_size: int, bodies: BodyPool) -> None:
         connector = aiohttp.TCPConnector(limit=pool_size, keepalive_timeout=300.0)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=30.0), auto_decompress=False
         )
+        self._bodies = bodies
+        self.statuses: Counter[tuple[str, str, str]] = Counter()
+        self.phase = "c1"
 
     async def plain(self, target: Target) -> float | None:
         started = time.perf_counter()
         try:
             async with self._session.post(
-                target.chat_url, data=PLAIN_BODY, headers=target.headers
+                target.chat_url, data=self._bodies.plain(), headers=target.headers
             ) as response:
                 await response.read()
         except (aiohttp.ClientError, TimeoutError):
             return None
-        return time.perf_counter() - started if response.status == 200 else None
+        elapsed = time.perf_counter() - started
+        if target.memory:
+            _tally(self.statuses, target, self.phase, response.headers)
+        return elapsed if response.status == 200 else None
 
     async def stream(self, target: Target) -> tuple[float, float] | None:
         started = time.perf_counter()
         first = 0.0
         try:
             async with self._session.post(
-                target.chat_url, data=STREAM_BODY, headers=target.headers
+                target.chat_url, data=self._bodies.stream(), headers=target.headers
             ) as response:
                 async for chunk in response.content.iter_any():
                     if not first and chunk:
                         first = time.perf_counter() - started
         except (aiohttp.ClientError, TimeoutError):
             return None
-        return (first, time.perf_counter() - started) if response.status == 200 else None
+        elapsed = time.perf_counter() - started
+        if target.memory:
+            _tally(self.statuses, target, self.phase, response.headers)
+        return (first, elapsed) if response.status == 200 else None
 
     async def fetch(self, target: Target, body: bytes) -> tuple[int, bytes]:
         async with self._session.post(target.chat_url, data=body, headers=target.headers) as r:
@@ -105,33 +297,42 @@ class AiohttpLoad:
 class HttpxLoad:
     """``--client httpx``: the client most apps use; heavier (see :class:`AiohttpLoad`)."""
 
-    def __init__(self, pool_size: int) -> None:
+    def __init__(self, pool_size: int, bodies: BodyPool) -> None:
         limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         self._client = httpx.AsyncClient(limits=limits, timeout=30.0, trust_env=False)
+        self._bodies = bodies
+        self.statuses: Counter[tuple[str, str, str]] = Counter()
+        self.phase = "c1"
 
     async def plain(self, target: Target) -> float | None:
         started = time.perf_counter()
         try:
             response = await self._client.post(
-                target.chat_url, content=PLAIN_BODY, headers=target.headers
+                target.chat_url, content=self._bodies.plain(), headers=target.headers
             )
         except httpx.HTTPError:
             return None
-        return time.perf_counter() - started if response.status_code == 200 else None
+        elapsed = time.perf_counter() - started
+        if target.memory:
+            _tally(self.statuses, target, self.phase, response.headers)
+        return elapsed if response.status_code == 200 else None
 
     async def stream(self, target: Target) -> tuple[float, float] | None:
         started = time.perf_counter()
         first = 0.0
         try:
             async with self._client.stream(
-                "POST", target.chat_url, content=STREAM_BODY, headers=target.headers
+                "POST", target.chat_url, content=self._bodies.stream(), headers=target.headers
             ) as response:
                 async for chunk in response.aiter_raw():
                     if not first and chunk:
                         first = time.perf_counter() - started
         except httpx.HTTPError:
             return None
-        return (first, time.perf_counter() - started) if response.status_code == 200 else None
+        elapsed = time.perf_counter() - started
+        if target.memory:
+            _tally(self.statuses, target, self.phase, response.headers)
+        return (first, elapsed) if response.status_code == 200 else None
 
     async def fetch(self, target: Target, body: bytes) -> tuple[int, bytes]:
         response = await self._client.post(target.chat_url, content=body, headers=target.headers)
@@ -141,11 +342,21 @@ class HttpxLoad:
         await self._client.aclose()
 
 
+def _tally(
+    statuses: Counter[tuple[str, str, str]], target: Target, phase: str,
+    headers: Mapping[str, str],
+) -> None:  # fmt: skip
+    statuses[(target.name, phase, headers.get("x-memory-status", "missing"))] += 1
+
+
 @asynccontextmanager
-async def load_client(kind: str, max_concurrency: int, n_targets: int) -> AsyncIterator[LoadClient]:
+async def load_client(
+    kind: str, max_concurrency: int, n_targets: int, bodies: BodyPool | None = None
+) -> AsyncIterator[LoadClient]:
     # One keep-alive pool for all targets, wide enough for every target's connections at once.
     size = max_concurrency * n_targets + 8
-    client: LoadClient = HttpxLoad(size) if kind == "httpx" else AiohttpLoad(size)
+    pool = bodies if bodies is not None else default_bodies()
+    client: LoadClient = HttpxLoad(size, pool) if kind == "httpx" else AiohttpLoad(size, pool)
     try:
         yield client
     finally:

@@ -10,6 +10,11 @@ per round (target - direct in the same round) before it is aggregated.
     .venv/bin/python bench/overhead.py --quick       # smoke run
     .venv/bin/python bench/overhead.py --memory off,on --json /tmp/overhead.json
     .venv/bin/python bench/overhead.py --targets direct,memshadow --profile /tmp/ms.txt
+    .venv/bin/python bench/overhead.py --memory off,on --memories 10000,100000
+
+With ``--memories``, each memory-on target has a user of its own seeded beforehand with that
+many synthetic memories (the import path, with precomputed random unit vectors), and every
+target is sent questions from one pool of distinct synthetic user questions.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -28,23 +35,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import (
     MAX_WINDOW_SECONDS,
     MODEL,
+    QUESTION_POOL,
+    SEED,
+    BodyPool,
     LoadClient,
     Target,
     check_target,
+    facts,
     load_client,
     sequential,
+    synthetic_memory,
+    synthetic_questions,
     throughput,
 )
 from _report import Results, print_profile, print_report
@@ -66,7 +83,9 @@ class Options:
     json_path: Path | None
     profile_path: Path | None
     profile_s: float
+    profile_target: str | None
     client: str
+    memories: list[int]
 
 
 # ---------------------------------------------------------------- processes
@@ -233,12 +252,21 @@ def start_litellm(fleet: Fleet, mock_url: str) -> tuple[str, str]:
     return f"http://127.0.0.1:{port}/v1", master_key
 
 
-def start_targets(fleet: Fleet, opts: Options) -> list[Target]:
+def start_targets(fleet: Fleet, opts: Options, results: Results) -> list[Target]:
     """Start every requested server; a target that cannot start is skipped, loudly."""
     mock_url = start_mock(fleet, opts.chunk_delay_ms)
     targets = [Target("direct", mock_url, {"authorization": "Bearer sk-mock"})]
+
+    def memshadow() -> list[Target]:
+        base_url, key = start_memshadow(fleet, mock_url)
+        made = memshadow_targets(base_url, key, opts.memory, opts.memories)
+        if opts.memories and any(t.memory for t in made):
+            results.seeding = seed_memories(base_url, key, opts.memories)
+        results.memory_sizes.update({t.name: t.memories for t in made if t.memories})
+        return made
+
     starters: dict[str, Callable[[], list[Target]]] = {
-        "memshadow": lambda: memshadow_targets(*start_memshadow(fleet, mock_url), opts.memory),
+        "memshadow": memshadow,
         "litellm": lambda: [litellm_target(*start_litellm(fleet, mock_url))],
     }
     for name in ("memshadow", "litellm"):
@@ -247,21 +275,168 @@ def start_targets(fleet: Fleet, opts: Options) -> list[Target]:
         print(f"starting {name} …", flush=True)
         try:
             targets += starters[name]()
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        except (RuntimeError, OSError, subprocess.TimeoutExpired, httpx.HTTPError) as exc:
             print(f"SKIPPING {name}: {exc}\n{fleet.log_tail(name)}", file=sys.stderr, flush=True)
     return targets
 
 
-def memshadow_targets(base_url: str, key: str, modes: list[str]) -> list[Target]:
-    # One server, one target per memory mode: the mode is only a request header.
-    return [
-        Target(
-            f"memshadow[{mode}]",
-            base_url,
-            {"authorization": f"Bearer {key}", "x-memory-mode": mode},
-        )
-        for mode in modes
-    ]
+def size_label(n: int) -> str:
+    """10000 -> "10k"; sizes that are not whole thousands stay as they are."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def memory_user(n: int | None) -> str:
+    return "bench-user" if n is None else f"bench-{size_label(n)}"
+
+
+def memshadow_targets(
+    base_url: str, key: str, modes: list[str], sizes: Sequence[int] = ()
+) -> list[Target]:
+    """One server, one target per memory mode (the mode is only a request header) and, for
+    modes that use memory, per seeded size (each size is a user of its own)."""
+    out: list[Target] = []
+    for mode in modes:
+        headers = {"authorization": f"Bearer {key}", "x-memory-mode": mode}
+        if mode == "off":
+            out.append(Target("memshadow[off]", base_url, headers))
+            continue
+        per_size: list[int | None] = [*sizes] if sizes else [None]
+        for n in per_size:
+            name = f"memshadow[{mode}]" if n is None else f"memshadow[{mode},{size_label(n)}]"
+            user_headers = {**headers, "x-memory-user": memory_user(n)}
+            out.append(Target(name, base_url, user_headers, memory=True, memories=n))
+    return out
+
+
+# ---------------------------------------------------------------- seeding
+
+
+IMPORT_CHUNK_BYTES = 6 * 1024 * 1024  # under the server's 8 MiB default body limit
+SEED_BLOCK = 2000
+IMPORTS_IN_FLIGHT = 2
+
+
+def server_embedder(
+    client: httpx.Client, base_url: str, headers: dict[str, str]
+) -> tuple[str, int]:
+    """The server's embedding model id and dimension, read off one stored memory's export."""
+    probe = {**headers, "x-memory-user": "bench-probe"}
+    response = client.post(
+        f"{base_url}/memories", json={"content": "Benchmark probe."}, headers=probe
+    )
+    response.raise_for_status()
+    exported = client.get(
+        f"{base_url}/memories/export", params={"include_vectors": "true"}, headers=probe
+    )
+    exported.raise_for_status()
+    first = orjson.loads(exported.content.splitlines()[0])
+    client.delete(f"{base_url}/memories", params={"user": "bench-probe"}, headers=probe)
+    return str(first["embedding_model"]), len(first["vector"])
+
+
+def import_lines(user: str, n: int, model: str, dim: int, seed: int) -> Iterator[bytes]:
+    """JSONL export records for ``n`` synthetic memories with random unit vectors.
+
+    Content is drawn from the load's vocabulary so that BM25 has realistic postings; vectors
+    are random because recall latency depends on the scope's size, not on what the vectors
+    mean. Token counts are the real cl100k counts (they drive budget packing).
+    """
+    from memory.tokens import TokenCounter  # the bench process needs it only when seeding
+
+    count = TokenCounter().count_many
+    rng = random.Random(seed)
+    vec_rng = np.random.default_rng(seed)
+    now = time.time()
+    for start in range(0, n, SEED_BLOCK):
+        size = min(SEED_BLOCK, n - start)
+        contents = [synthetic_memory(rng) for _ in range(size)]
+        tokens = count(contents)
+        vectors = vec_rng.standard_normal((size, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = np.round(vectors, 4)  # 2.9 kB a vector in JSON instead of 4.7
+        for i in range(size):
+            created = now - rng.uniform(3600.0, 2 * 365 * 86400.0)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(created))
+            yield orjson.dumps(
+                {
+                    "id": f"bench-{user}-{start + i}",
+                    "user": user,
+                    "tier": "long_term" if rng.random() < 0.2 else "episodic",
+                    "source": "import",
+                    "content": contents[i],
+                    "tokens": tokens[i],
+                    "content_hash": hashlib.sha256(contents[i].encode()).hexdigest(),
+                    "created_at": stamp,
+                    "last_used_at": stamp,
+                    "metadata": {},
+                    "vector": vectors[i],
+                    "embedding_model": model,
+                },
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+
+
+def chunked(lines: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """JSONL bodies of at most ``limit`` bytes."""
+    body: list[bytes] = []
+    size = 0
+    for line in lines:
+        if body and size + len(line) + 1 > limit:
+            yield b"\n".join(body)
+            body, size = [], 0
+        body.append(line)
+        size += len(line) + 1
+    if body:
+        yield b"\n".join(body)
+
+
+def seed_memories(base_url: str, key: str, sizes: Sequence[int]) -> dict[int, float]:
+    """Seed one user per size; return the seconds each took (import done = searchable)."""
+    headers = {"authorization": f"Bearer {key}"}
+    timings: dict[int, float] = {}
+    with httpx.Client(timeout=900.0, trust_env=False) as client:
+        model, dim = server_embedder(client, base_url, headers)
+        print(f"server embedder: {model}, {dim} dimensions", flush=True)
+        for n in sizes:
+            user = memory_user(n)
+            started = time.perf_counter()
+            # A few facts through the normal store path (real embeddings): questions about
+            # them are answered, so the injection path (pack, format, place) is exercised.
+            stored = client.post(
+                f"{base_url}/memories",
+                json={"user": user, "items": [{"content": f} for f in facts()]},
+                headers=headers,
+            )
+            stored.raise_for_status()
+            imported = 0
+
+            def post(body: bytes) -> int:
+                response = client.post(
+                    f"{base_url}/memories/import",
+                    content=body,
+                    headers={**headers, "content-type": "application/x-ndjson"},
+                )
+                if response.status_code != 200:
+                    raise RuntimeError(f"import: {response.status_code} {response.text[:300]}")
+                return int(response.json()["imported"])
+
+            # Two imports in flight: the server parses one while it writes the other, and
+            # this process generates the next body meanwhile.
+            with ThreadPoolExecutor(IMPORTS_IN_FLIGHT) as pool:
+                pending: deque[Future[int]] = deque()
+                lines = import_lines(user, n, model, dim, SEED + n)
+                for body in chunked(lines, IMPORT_CHUNK_BYTES):
+                    pending.append(pool.submit(post, body))
+                    if len(pending) >= IMPORTS_IN_FLIGHT:
+                        imported += pending.popleft().result()
+                imported += sum(f.result() for f in pending)
+            timings[n] = time.perf_counter() - started
+            print(
+                f"seeded {user}: {imported} memories + {len(facts())} facts in "
+                f"{timings[n]:.1f}s ({imported / timings[n]:.0f}/s)",
+                flush=True,
+            )
+    return timings
 
 
 def litellm_target(base_url: str, master_key: str) -> Target:
@@ -271,8 +446,10 @@ def litellm_target(base_url: str, master_key: str) -> Target:
 # ---------------------------------------------------------------- the run
 
 
-async def run_rounds(targets: list[Target], opts: Options, results: Results) -> None:
-    async with load_client(opts.client, max(opts.concurrency), len(targets)) as client:
+async def run_rounds(
+    targets: list[Target], opts: Options, results: Results, bodies: BodyPool
+) -> None:
+    async with load_client(opts.client, max(opts.concurrency), len(targets), bodies) as client:
         for target in list(targets):
             problem = await check_target(client, target)
             if problem:
@@ -289,11 +466,13 @@ async def run_rounds(targets: list[Target], opts: Options, results: Results) -> 
                 f"round {round_no + 1}/{opts.rounds} done in {time.perf_counter() - started:.1f}s",
                 flush=True,
             )
+        results.statuses.update(client.statuses)
 
 
 async def one_round(
     client: LoadClient, targets: list[Target], opts: Options, results: Results
 ) -> None:
+    client.phase = "c1"
     for target in targets:
         samples = await sequential(client, target, opts.requests)
         results.add_sequential(
@@ -301,6 +480,7 @@ async def one_round(
         )
     for concurrency in opts.concurrency:
         for stream in (False, True):
+            client.phase = f"c{concurrency} {'stream' if stream else 'plain'}"
             for target in targets:
                 rps, errors = await throughput(client, target, concurrency, opts.window_s, stream)
                 results.add_throughput(target.name, concurrency, stream, rps, errors)
@@ -309,8 +489,13 @@ async def one_round(
 async def profile_memshadow(
     targets: list[Target], pid: int, opts: Options, out: Path
 ) -> Path | None:
-    """Record the MemShadow server with py-spy under concurrency-32 plain load."""
-    target = next((t for t in targets if t.name.startswith("memshadow")), None)
+    """Record the MemShadow server with py-spy under concurrency-32 plain load: the named
+    target, else the memory target with the most memories, else any MemShadow target."""
+    ours = [t for t in targets if t.name.startswith("memshadow")]
+    if opts.profile_target is not None:
+        ours = [t for t in ours if t.name == opts.profile_target]
+    candidates = [t for t in ours if t.memory] or ours
+    target = candidates[-1] if candidates else None
     py_spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
     if target is None or not Path(py_spy).exists():
         print("profile skipped: no memshadow target or no py-spy (pip install py-spy)")
@@ -338,8 +523,10 @@ async def profile_memshadow(
     try:
         await asyncio.sleep(0.5)  # let py-spy attach before the load starts
         async with load_client(opts.client, concurrency, 1) as client:
+            client.phase = "profile"
             rps, _ = await throughput(client, target, concurrency, opts.profile_s, False)
-        print(f"profiled {target.name} at {rps:.0f} req/s")
+        shares = ", ".join(f"{s} {c}" for (_, _, s), c in sorted(client.statuses.items()))
+        print(f"profiled {target.name} at {rps:.0f} req/s ({shares or 'no memory status'})")
         _, err = await asyncio.to_thread(recorder.communicate, None, opts.profile_s + 30)
     finally:
         if recorder.poll() is None:
@@ -356,14 +543,34 @@ def run(opts: Options) -> Results:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ms-bench-")))
         fleet = Fleet(workdir)
         stack.callback(fleet.close)  # runs before the temp dir is removed
-        targets = start_targets(fleet, opts)
         results = Results(opts_summary(opts))
-        run_loop(run_rounds(targets, opts, results))
+        targets = start_targets(fleet, opts, results)
+        bodies = BodyPool(synthetic_questions(QUESTION_POOL))
+        run_loop(run_rounds(targets, opts, results, bodies))
+        memshadow = next((t for t in targets if t.name.startswith("memshadow")), None)
+        if memshadow is not None:
+            results.degraded_reasons = degraded_reasons(memshadow)
         if opts.profile_path is not None:
             pid = fleet.pid_of("memshadow")
             if pid is not None:
                 run_loop(profile_memshadow(targets, pid, opts, opts.profile_path))
         return results
+
+
+def degraded_reasons(target: Target) -> dict[str, float]:
+    """``memshadow_memory_degraded_total`` by reason, from the server's /metrics."""
+    url = target.base_url.removesuffix("/v1") + "/metrics"
+    try:
+        text = httpx.get(url, headers=target.headers, timeout=10.0, trust_env=False).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("memshadow_memory_degraded_total{"):
+            labels, _, value = line.rpartition(" ")
+            reason = labels.split('reason="', 1)[-1].split('"', 1)[0]
+            out[reason] = float(value)
+    return out
 
 
 def opts_summary(opts: Options) -> dict[str, Any]:
@@ -376,6 +583,8 @@ def opts_summary(opts: Options) -> dict[str, Any]:
         "chunk_delay_ms": opts.chunk_delay_ms,
         "client": opts.client,
         "cpus": os.cpu_count(),
+        "memories": opts.memories,
+        "question_pool": QUESTION_POOL,
     }
 
 
@@ -384,11 +593,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--requests",
         type=int,
-        default=200,
         help="concurrency-1 requests per target per round, each of plain and "
-        "streamed (default 200)",
+        "streamed (default 200; 150 with --memories)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--rounds", type=int, help="interleaved rounds (default 5; 3 with --memories)"
+    )
     parser.add_argument(
         "--concurrency",
         default="32,16",
@@ -426,6 +636,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument(
+        "--profile-target",
+        help="which target to load while profiling (default: the memory-on target with the "
+        "most memories, else memshadow[off])",
+    )
+    parser.add_argument(
+        "--memories",
+        default="",
+        help="seed each memory target's user with this many synthetic memories before "
+        "measuring, comma-separated for several sizes (e.g. 10000,100000); one "
+        "memshadow[on,<size>] target per size",
+    )
+    parser.add_argument(
         "--client",
         choices=("aiohttp", "httpx"),
         default="aiohttp",
@@ -433,8 +655,20 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     args = parser.parse_args(argv)
+    memories = sorted({int(n) for n in args.memories.split(",") if n.strip()})
+    if any(n <= 0 for n in memories):
+        parser.error("--memories takes positive sizes")
+    # Seeding and the memory targets' slower requests cost minutes: fewer, shorter rounds
+    # keep a full run with --memories near 8 minutes on 2 busy cores.
+    if args.requests is None:
+        args.requests = 150 if memories else 200
+    if args.rounds is None:
+        args.rounds = 3 if memories else 5
     if args.quick:
         args.requests, args.rounds, args.window = 30, 2, 0.5
+        # Smoke sizes: the largest becomes 2,000, the others in proportion.
+        if memories:
+            memories = sorted({max(100, n * 2000 // memories[-1]) for n in memories})
     return Options(
         requests=max(1, args.requests),
         rounds=max(1, args.rounds),
@@ -446,7 +680,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         json_path=args.json,
         profile_path=args.profile,
         profile_s=min(args.profile_seconds, MAX_WINDOW_SECONDS),
+        profile_target=args.profile_target,
         client=args.client,
+        memories=memories,
     )
 
 
