@@ -63,6 +63,11 @@ class MemorySettings(BaseModel):
         description="Path or name of a sentence-transformers model; default: bundled MiniLM.",
     )
     max_content_chars: int = 32_000
+    max_concurrent_recalls: int = Field(
+        default=16,
+        ge=1,
+        description="Recalls in flight past which requests skip memory (degraded: overload).",
+    )
     policy: MemoryPolicy = Field(
         default_factory=MemoryPolicy,
         description="Deployment-wide memory policy; each tenant may override any field.",

@@ -128,6 +128,7 @@ def _injector(
         metrics,
         policy=settings.memory.policy,
         windows=load_context_windows(),
+        max_inflight=settings.memory.max_concurrent_recalls,
     )
 
 

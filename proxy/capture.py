@@ -38,6 +38,7 @@ from proxy.receipts import Receipt
 from proxy.streaming import StreamObserver
 
 logger = logging.getLogger("memshadow.capture")
+events = logging.getLogger("memshadow.events")
 _COMPLETION_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,200})"')
 _LEDGER_SCOPES = 4096
 _LEDGER_TURNS = 1024
@@ -224,8 +225,11 @@ class CaptureQueue:
             }
             for turn in fresh
         ]
-        await self._memories.store(job.scope, items)
+        stored = await self._memories.store(job.scope, items)
         self._ledger.remember(job.scope, fresh)
+        events.info(
+            "memory stored: tenant=%s source=capture count=%d", job.scope.tenant, len(stored)
+        )
 
 
 class SessionSignals:

@@ -34,6 +34,7 @@ from proxy.receipts import InjectedMemory, Receipt, ReceiptStore
 from proxy.streaming import StreamObserver
 
 logger = logging.getLogger("memshadow.injection")
+events = logging.getLogger("memshadow.events")
 
 # Tokens the chat format adds around each message (role, separators), per OpenAI's cookbook.
 _TOKENS_PER_MESSAGE = 4
@@ -85,6 +86,7 @@ class MemoryInjector:
         policy: MemoryPolicy,
         windows: Mapping[str, int],
         tokens: TokenCounter | None = None,
+        max_inflight: int = 16,
     ) -> None:
         self._memories = memories
         self._capture = capture
@@ -92,6 +94,8 @@ class MemoryInjector:
         self._calibration = calibration
         self._metrics = metrics
         self._signals = SessionSignals(capture)
+        self._max_inflight = max_inflight
+        self._inflight = 0
         self._policy = policy
         self._windows = windows
         self._tokens = tokens or TokenCounter()
@@ -119,25 +123,42 @@ class MemoryInjector:
         self._signals.observe_turn(scope, context.chat.messages, receipt)
         if not decision.inject:
             return Injection(status="off", decision=decision, scope=scope, receipt=receipt)
+        if self._inflight >= self._max_inflight:
+            # Recall threads already queued cannot be stopped; piling more on only makes every
+            # request miss its deadline. Shed memory, never the request.
+            return self._degraded(scope, decision, receipt, "overload", 0.0)
         started = time.perf_counter()
+        work = asyncio.ensure_future(self._recall_and_place(context, decision, scope, receipt))
+        self._inflight += 1
+        work.add_done_callback(self._recall_finished)
         try:
-            return await asyncio.wait_for(
-                self._recall_and_place(context, decision, scope, receipt),
-                timeout=decision.policy.recall_deadline_ms / 1000,
-            )
+            done, _ = await asyncio.wait((work,), timeout=decision.policy.recall_deadline_ms / 1000)
+            if work in done:
+                return work.result()
+            reason = "deadline"
         except Exception as error:  # fail open: memory must never fail a chat request
-            elapsed = (time.perf_counter() - started) * 1000
-            reason = "deadline" if isinstance(error, TimeoutError) else type(error).__name__
-            logger.warning(
-                "memory degraded for tenant %s (%s after %.1f ms): forwarding unmodified",
-                scope.tenant,
-                reason,
-                elapsed,
-            )
-            self._metrics.memory_degraded.labels(reason).inc()
-            receipt.status = "degraded"
-            receipt.timings_ms["recall"] = round(elapsed, 2)
-            return Injection(status="degraded", decision=decision, scope=scope, receipt=receipt)
+            reason = type(error).__name__
+        return self._degraded(scope, decision, receipt, reason, time.perf_counter() - started)
+
+    def _recall_finished(self, work: asyncio.Future[Injection]) -> None:
+        self._inflight -= 1
+        if not work.cancelled() and work.exception() is not None:
+            logger.debug("recall failed: %r", work.exception())
+
+    def _degraded(
+        self, scope: Scope, decision: Decision, receipt: Receipt, reason: str, seconds: float
+    ) -> Injection:
+        elapsed = seconds * 1000
+        logger.warning(
+            "memory degraded for tenant %s (%s after %.1f ms): forwarding unmodified",
+            scope.tenant,
+            reason,
+            elapsed,
+        )
+        self._metrics.memory_degraded.labels(reason).inc()
+        receipt.status = "degraded"
+        receipt.timings_ms["recall"] = round(elapsed, 2)
+        return Injection(status="degraded", decision=decision, scope=scope, receipt=receipt)
 
     async def _recall_and_place(
         self, context: ChatContext, decision: Decision, scope: Scope, receipt: Receipt
@@ -161,7 +182,10 @@ class MemoryInjector:
         if not packed:
             receipt.status = "abstained"
             self._metrics.abstained.inc()
-            logger.debug("abstained: tenant=%s confidence=%.3f", scope.tenant, confidence)
+            events.info(
+                "injection abstained: tenant=%s confidence=%.3f threshold=%.3f",
+                scope.tenant, confidence, threshold,
+            )  # fmt: skip
             return Injection(
                 "abstained", confidence=confidence, decision=decision, scope=scope, receipt=receipt
             )

@@ -14,7 +14,7 @@ from proxy.errors import InvalidRequest, NotFound
 from proxy.routes.memories import Context, MemoryUnavailable
 
 router = APIRouter()
-logger = logging.getLogger("memshadow.feedback")
+logger = logging.getLogger("memshadow.events")
 
 
 class FeedbackBody(BaseModel):

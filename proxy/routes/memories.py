@@ -7,6 +7,7 @@ user is a 404, never its data.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from proxy.services import Services, get_services
 from proxy.summarize import summarize_memories
 
 router = APIRouter(prefix="/v1/memories")
+events = logging.getLogger("memshadow.events")
 
 
 class MemoryUnavailable(ProxyError):
@@ -132,6 +134,7 @@ async def store(
         stored = await tenant.memories.store(tenant.scope(body.user, body.session), body.items)
     except InvalidMemory as error:
         raise _bad(error) from None
+    events.info("memory stored: tenant=%s source=api count=%d", tenant.id, len(stored))
     return {"object": "list", "data": [public(m) for m in stored]}
 
 

@@ -396,3 +396,35 @@ def test_the_cheap_prompt_bound_never_undercounts(text: str) -> None:
         {"role": "user", "content": [{"type": "text", "text": text}]},
     ]
     assert prompt_tokens_bound(messages) >= prompt_tokens(messages, TokenCounter())
+
+
+async def test_too_many_recalls_in_flight_shed_memory_not_requests(
+    settings: Settings,
+    registry: TenantRegistry,
+    tenant_key: str,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+) -> None:
+    memories = SlowMemories(tmp_path / "mem", FakeEmbedder())
+    await memories.start()
+    limited = settings.model_copy(
+        update={"memory": settings.memory.model_copy(update={"max_concurrent_recalls": 1})}
+    )
+    app = build_app(limited, registry=registry, memories=memories)
+    raw = json.dumps({"model": "m", "messages": _conversation("hello again")}).encode()
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url=ASGI_BASE,
+            headers={"authorization": f"Bearer {tenant_key}"},
+        ) as http:
+            first, second = await asyncio.gather(
+                http.post(CHAT, content=raw), http.post(CHAT, content=raw)
+            )
+            metrics = (await http.get("/metrics")).text
+    await memories.aclose()
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-memory-status"] == second.headers["x-memory-status"] == "degraded"
+    assert 'memshadow_memory_degraded_total{reason="overload"} 1.0' in metrics
+    assert 'memshadow_memory_degraded_total{reason="deadline"} 1.0' in metrics
