@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +93,24 @@ def app(settings: Settings, registry: TenantRegistry) -> FastAPI:
     return build_app(settings, registry=registry)
 
 
-@pytest.fixture
-async def client(app: FastAPI, tenant_key: str) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def in_process(
+    app: FastAPI, key: str | None = None, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for ``app`` in-process, with its lifespan run (ASGITransport skips it)."""
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(
-            transport=transport,
-            base_url=ASGI_BASE,
-            headers={"authorization": f"Bearer {tenant_key}"},
+            transport=transport, base_url=ASGI_BASE, headers=headers
         ) as http:
             yield http
+
+
+@pytest.fixture
+async def client(app: FastAPI, tenant_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process(app, tenant_key) as http:
+        yield http
 
 
 @pytest.fixture

@@ -45,7 +45,10 @@ CHILD = textwrap.dedent(
 async def test_acknowledged_store_survives_sigkill(make_service, tmp_path) -> None:
     data = tmp_path / "data"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(data)], cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", CHILD, str(data)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
@@ -59,7 +62,9 @@ async def test_acknowledged_store_survives_sigkill(make_service, tmp_path) -> No
     await service.start()
     try:
         assert await searchable(service, scope(), "where is the spare key", memory_id)
-        assert (await service.get("acme", memory_id)).content == "the spare key is under the blue pot"
+        assert (
+            await service.get("acme", memory_id)
+        ).content == "the spare key is under the blue pot"
     finally:
         await service.aclose()
     # Applied entries are not replayed again, and nothing is duplicated.

@@ -15,11 +15,22 @@ async def _export(service, user: str = "alice") -> dict[str, dict]:
 
 
 async def test_porto_wins_over_lyon(service, caplog: pytest.LogCaptureFixture) -> None:
-    [lyon] = await service.store(scope(), [{"content": "I live in Lyon.", "created_at": "2024-01-01T00:00:00Z"}])
+    [lyon] = await service.store(
+        scope(), [{"content": "I live in Lyon.", "created_at": "2024-01-01T00:00:00Z"}]
+    )
     await service.store(scope(), [{"content": "Alice likes hiking in the Alps."}])
     caplog.set_level(logging.INFO, logger="memshadow.events")
-    [porto] = await service.store(scope(), [{"content": "User: I moved to Porto.", "tier": Tier.EPISODIC,
-                                             "source": Source.CAPTURE, "metadata": {"role": "user"}}])
+    [porto] = await service.store(
+        scope(),
+        [
+            {
+                "content": "User: I moved to Porto.",
+                "tier": Tier.EPISODIC,
+                "source": Source.CAPTURE,
+                "metadata": {"role": "user"},
+            }
+        ],
+    )
     assert await searchable(service, scope(), "where does alice live porto", porto.id)
     result = await service.search(scope(), "where do I live? Lyon or Porto", k=10)
     ids = [item.memory.id for item in result.items]
@@ -29,12 +40,19 @@ async def test_porto_wins_over_lyon(service, caplog: pytest.LogCaptureFixture) -
     assert exported[porto.id]["superseded_by"] is None
     assert (await service.get("acme", lyon.id)).superseded_by == porto.id
     events = [r for r in caplog.records if r.name == "memshadow.events"]
-    assert any(r.getMessage().startswith("memory superseded") and lyon.id in r.getMessage() for r in events)
+    assert any(
+        r.getMessage().startswith("memory superseded") and lyon.id in r.getMessage() for r in events
+    )
 
 
 async def test_older_imported_fact_does_not_supersede_a_newer_one(service) -> None:
-    [porto] = await service.store(scope(), [{"content": "I moved to Porto.", "created_at": "2024-06-01T00:00:00Z"}])
-    await service.import_("acme", [{"user": "alice", "content": "I live in Lyon.", "created_at": "2020-01-01T00:00:00Z"}])
+    [porto] = await service.store(
+        scope(), [{"content": "I moved to Porto.", "created_at": "2024-06-01T00:00:00Z"}]
+    )
+    await service.import_(
+        "acme",
+        [{"user": "alice", "content": "I live in Lyon.", "created_at": "2020-01-01T00:00:00Z"}],
+    )
     exported = await _export(service)
     lyon = next(r for r in exported.values() if r["content"] == "I live in Lyon.")
     assert exported[porto.id]["superseded_by"] is None
@@ -77,7 +95,9 @@ async def test_contradicting_near_duplicates_are_not_merged(make_service) -> Non
     service = make_service(near_duplicate=0.5)  # bag-of-words: the two share most words
     await service.start()
     try:
-        [lyon] = await service.store(scope(), [{"content": "I live in Lyon.", "created_at": "2024-01-01T00:00:00Z"}])
+        [lyon] = await service.store(
+            scope(), [{"content": "I live in Lyon.", "created_at": "2024-01-01T00:00:00Z"}]
+        )
         [porto] = await service.store(scope(), [{"content": "I live in Porto."}])
         exported = await _export(service)
         assert exported[porto.id]["superseded_by"] is None
@@ -86,10 +106,14 @@ async def test_contradicting_near_duplicates_are_not_merged(make_service) -> Non
         await service.aclose()
 
 
-async def test_supersession_survives_restart_and_replay_is_idempotent(make_service, tmp_path) -> None:
+async def test_supersession_survives_restart_and_replay_is_idempotent(
+    make_service, tmp_path
+) -> None:
     service = make_service()
     await service.start()
-    [lyon] = await service.store(scope(), [{"content": "I live in Lyon.", "created_at": "2024-01-01T00:00:00Z"}])
+    [lyon] = await service.store(
+        scope(), [{"content": "I live in Lyon.", "created_at": "2024-01-01T00:00:00Z"}]
+    )
     [porto] = await service.store(scope(), [{"content": "I moved to Porto."}])
     await service.aclose()
     again = make_service()

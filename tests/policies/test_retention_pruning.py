@@ -21,7 +21,9 @@ def _item(id_: str, tier: str, days: float, mean: float = 0.5, useful: float = 0
     return RetentionItem(id_, user, tier, NOW - timedelta(days=days), mean, useful)
 
 
-def _kinds(items: list[RetentionItem], policy: RetentionPolicy = DEFAULT_RETENTION) -> dict[str, str]:
+def _kinds(
+    items: list[RetentionItem], policy: RetentionPolicy = DEFAULT_RETENTION
+) -> dict[str, str]:
     return {a.id: f"{a.kind}:{a.reason}" for a in decide_retention(items, NOW, policy)}
 
 
@@ -54,11 +56,13 @@ def test_failing_memories_sink_then_go() -> None:
 
 
 def test_proven_episodic_memories_are_promoted() -> None:
-    items = [_item("p", "episodic", 30, mean=5 / 7, useful=3),
-             _item("few", "episodic", 30, mean=0.75, useful=2),   # not enough evidence
-             _item("mixed", "episodic", 30, mean=0.62, useful=3),  # too many failures
-             _item("sem", "semantic", 30, mean=0.9, useful=9),     # already semantic
-             _item("w", "working", 0, mean=0.9, useful=9)]         # only episodic is promoted
+    items = [
+        _item("p", "episodic", 30, mean=5 / 7, useful=3),
+        _item("few", "episodic", 30, mean=0.75, useful=2),  # not enough evidence
+        _item("mixed", "episodic", 30, mean=0.62, useful=3),  # too many failures
+        _item("sem", "semantic", 30, mean=0.9, useful=9),  # already semantic
+        _item("w", "working", 0, mean=0.9, useful=9),
+    ]  # only episodic is promoted
     assert _kinds(items) == {"p": "promote:useful"}
 
 
@@ -66,9 +70,14 @@ def test_caps_archive_lowest_activation_per_user_and_tier() -> None:
     policy = RetentionPolicy(
         tiers={"episodic": TierRetention(half_life_s=86_400.0 * 14, cap=2, floor=0.1)}
     )
-    items = [_item("a", "episodic", 1), _item("b", "episodic", 30), _item("c", "episodic", 2),
-             _item("d", "episodic", 1, mean=0.2), _item("x", "episodic", 90, user="v"),
-             _item("p", "episodic", 100, mean=0.9, useful=5)]  # promoted: leaves the tier
+    items = [
+        _item("a", "episodic", 1),
+        _item("b", "episodic", 30),
+        _item("c", "episodic", 2),
+        _item("d", "episodic", 1, mean=0.2),
+        _item("x", "episodic", 90, user="v"),
+        _item("p", "episodic", 100, mean=0.9, useful=5),
+    ]  # promoted: leaves the tier
     assert _kinds(items, policy) == {"b": "archive:cap", "d": "archive:cap", "p": "promote:useful"}
 
 
@@ -82,7 +91,5 @@ def test_decisions_are_stable_when_applied() -> None:
     items = [_item("w", "working", 2), _item("e", "episodic", 1), _item("p", "episodic", 1, 0.8, 4)]
     actions = decide_retention(items, NOW, DEFAULT_RETENTION)
     gone = {a.id for a in actions}
-    after = [i for i in items if i.id not in gone] + [
-        _item("p", "semantic", 1, 0.8, 4)
-    ]
+    after = [i for i in items if i.id not in gone] + [_item("p", "semantic", 1, 0.8, 4)]
     assert decide_retention(after, NOW, DEFAULT_RETENTION) == []

@@ -50,35 +50,35 @@ def test_extracts_first_person_facts(text: str, slot: str, value: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "Assistant: You live in Lyon.",             # not the user speaking
+        "Assistant: You live in Lyon.",  # not the user speaking
         "Assistant: I moved to Porto.",
-        "I live in an apartment",                   # not a place name
-        "I don't live in Lyon anymore",             # negation
-        "I used to live in Lyon",                   # the past
+        "I live in an apartment",  # not a place name
+        "I don't live in Lyon anymore",  # negation
+        "I used to live in Lyon",  # the past
         "I lived in Lyon for years",
-        "Do I live in Lyon?",                       # a question
-        "I'm thinking of moving to Porto",          # a plan
+        "Do I live in Lyon?",  # a question
+        "I'm thinking of moving to Porto",  # a plan
         "I may move to Porto",
         "I will move to Porto next year",
         "If I lived in Porto, I'd surf.",
-        "Maybe I live in Lyon",                     # hedge
-        "We moved to Porto",                        # not first person singular
+        "Maybe I live in Lyon",  # hedge
+        "We moved to Porto",  # not first person singular
         "My friend lives in Lyon",
-        "He said I live in Lyon",                   # not at the start of the sentence
-        "I live in Lyon and Paris",                 # two values
-        "I live in Lyon. I work at Acme.",          # two facts: which one would it be?
+        "He said I live in Lyon",  # not at the start of the sentence
+        "I live in Lyon and Paris",  # two values
+        "I live in Lyon. I work at Acme.",  # two facts: which one would it be?
         "I work for myself",
         "I joined the gym",
-        "I joined Toastmasters",                    # joining is not employment without "as"
+        "I joined Toastmasters",  # joining is not employment without "as"
         "Call me later",
         "Call me Monday",
         "My wife is Italian",
         "My birthday is tomorrow",
-        "My email is [EMAIL]",                      # redaction placeholders are not values
+        "My email is [EMAIL]",  # redaction placeholders are not values
         "My phone number is [PHONE]",
         "I drive a lot",
-        "user: i live in lyon",                     # lowercase: cannot tell a name
-        "I live in Lyon. " * 4,                     # too long to be hidden safely
+        "user: i live in lyon",  # lowercase: cannot tell a name
+        "I live in Lyon. " * 4,  # too long to be hidden safely
         "Hello there, how are you?",
         "",
     ],
@@ -98,8 +98,12 @@ def _claim(id_: str, value: str, year: int, slot: str = "residence") -> Claim:
 
 def test_newer_claim_supersedes_older_contradicting_ones() -> None:
     new = _claim("porto", "porto", 2024)
-    existing = [_claim("lyon", "lyon", 2020), _claim("paris", "paris", 2022),
-                _claim("lyon2", "porto", 2021), _claim("job", "acme", 2019, slot="employer")]
+    existing = [
+        _claim("lyon", "lyon", 2020),
+        _claim("paris", "paris", 2022),
+        _claim("lyon2", "porto", 2021),
+        _claim("job", "acme", 2019, slot="employer"),
+    ]
     assert resolve(new, existing) == [
         Supersession(old="lyon", new="porto", slot="residence"),
         Supersession(old="paris", new="porto", slot="residence"),

@@ -7,13 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from config import Settings
 from proxy.auth import Authenticator
 from proxy.errors import AuthenticationFailed
 from proxy.keys import TenantRegistry, TenantUpstream
-from tests.conftest import ADMIN_KEY, ASGI_BASE, build_app
+from tests.conftest import ADMIN_KEY, build_app, in_process
 from tests.fakes import FakeUpstream
 
 pytestmark = pytest.mark.usefixtures("upstream")
@@ -104,14 +103,12 @@ async def test_passthrough_mode_forwards_the_callers_key(
     settings: Settings, registry: TenantRegistry, upstream: FakeUpstream
 ) -> None:
     app = build_app(settings.model_copy(update={"auth_mode": "passthrough"}), registry=registry)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
-            for key in ("sk-caller-one", "sk-caller-one", "sk-caller-two"):
-                response = await http.post(
-                    "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
-                )
-                assert response.status_code == 200
+    async with in_process(app) as http:
+        for key in ("sk-caller-one", "sk-caller-one", "sk-caller-two"):
+            response = await http.post(
+                "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
+            )
+            assert response.status_code == 200
     assert [r.headers["authorization"] for r in upstream.requests] == [
         "Bearer sk-caller-one",
         "Bearer sk-caller-one",
@@ -143,10 +140,8 @@ class TestAdminApi:
         self, settings: Settings, registry: TenantRegistry
     ) -> None:
         app = build_app(settings.model_copy(update={"admin_key": None}), registry=registry)
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
-                response = await http.get("/admin/keys", headers={"authorization": "Bearer x"})
+        async with in_process(app) as http:
+            response = await http.get("/admin/keys", headers={"authorization": "Bearer x"})
         assert response.status_code == 403
         assert "MEMSHADOW_ADMIN_KEY" in response.json()["error"]["message"]
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from config import Settings
 from proxy.keys import TenantRegistry
-from tests.conftest import ASGI_BASE, build_app
+from tests.conftest import build_app, in_process
 from tests.fakes import FakeUpstream
 
 
@@ -53,14 +52,12 @@ async def test_an_unexpected_failure_is_an_openai_shaped_500(
     settings: Settings, upstream: FakeUpstream
 ) -> None:
     app = build_app(settings, registry=BrokenRegistry(str(settings.data_dir / "r")))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
-            response = await http.post(
-                "/v1/chat/completions",
-                json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
-                headers={"authorization": "Bearer msk-whatever"},
-            )
+    async with in_process(app, raise_app_exceptions=False) as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            headers={"authorization": "Bearer msk-whatever"},
+        )
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
     assert "fire" not in response.text and "Traceback" not in response.text

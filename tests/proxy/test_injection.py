@@ -12,13 +12,12 @@ import httpx
 import openai
 import pytest
 import respx
-from asgi_lifespan import LifespanManager
 
 from config import ModelRoute, Settings
 from memory.model import RecallResult, Scope
 from memory.service import MemoryService
 from proxy.keys import TenantRegistry
-from tests.conftest import ASGI_BASE, LoopbackServer, build_app
+from tests.conftest import LoopbackServer, build_app, in_process
 from tests.fakes import FakeEmbedder, FakeUpstream, completion, sse_response
 from tests.proxy.test_memories_api import eventually
 
@@ -214,21 +213,15 @@ async def test_budget_never_overflows_a_small_window(
         for i in range(30)
     ]
     app = build_app(small, registry=registry)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url=ASGI_BASE,
-            headers={"authorization": f"Bearer {tenant_key}"},
-        ) as http:
-            await http.post("/v1/memories", json={"user": "fay", "items": long_facts})
-            await eventually(lambda: _remembers(http, "fay", "Alps"))
-            prompt = "Tell me about my hiking in the Alps. " * 20
-            response = await http.post(
-                CHAT,
-                json={"model": "tiny", "max_tokens": 200, "messages": _conversation(prompt)},
-                headers={"x-memory-user": "fay"},
-            )
+    async with in_process(app, tenant_key) as http:
+        await http.post("/v1/memories", json={"user": "fay", "items": long_facts})
+        await eventually(lambda: _remembers(http, "fay", "Alps"))
+        prompt = "Tell me about my hiking in the Alps. " * 20
+        response = await http.post(
+            CHAT,
+            json={"model": "tiny", "max_tokens": 200, "messages": _conversation(prompt)},
+            headers={"x-memory-user": "fay"},
+        )
     assert response.status_code == 200
     sent = upstream.bodies()[-1]
     from memory.tokens import TokenCounter
@@ -263,15 +256,9 @@ async def test_memory_failures_degrade_to_a_plain_proxy(
     await memories.start()
     app = build_app(settings, registry=registry, memories=memories)
     raw = json.dumps({"model": "m", "messages": _conversation("hello again")}).encode()
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url=ASGI_BASE,
-            headers={"authorization": f"Bearer {tenant_key}"},
-        ) as http:
-            response = await http.post(CHAT, content=raw)
-            metrics = (await http.get("/metrics")).text
+    async with in_process(app, tenant_key) as http:
+        response = await http.post(CHAT, content=raw)
+        metrics = (await http.get("/metrics")).text
     await memories.aclose()
     assert response.status_code == 200
     assert response.headers["x-memory-status"] == "degraded"
@@ -312,26 +299,20 @@ async def test_anthropic_routed_requests_carry_the_block_in_system(
     anthropic = router.post("https://api.anthropic.com/v1/messages").mock(
         return_value=httpx.Response(200, json=ANTHROPIC_REPLY)
     )
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url=ASGI_BASE,
-            headers={"authorization": f"Bearer {tenant_key}"},
-        ) as http:
-            await http.post(
-                "/v1/memories", json={"user": "gus", "content": "Gus lives in Porto since 2023."}
-            )
-            await eventually(lambda: _remembers(http, "gus", "Porto"))
-            response = await http.post(
-                CHAT,
-                json={
-                    "model": "claude",
-                    "max_tokens": 100,
-                    "messages": _conversation("Where do I live, Porto?"),
-                },
-                headers={"x-memory-user": "gus"},
-            )
+    async with in_process(app, tenant_key) as http:
+        await http.post(
+            "/v1/memories", json={"user": "gus", "content": "Gus lives in Porto since 2023."}
+        )
+        await eventually(lambda: _remembers(http, "gus", "Porto"))
+        response = await http.post(
+            CHAT,
+            json={
+                "model": "claude",
+                "max_tokens": 100,
+                "messages": _conversation("Where do I live, Porto?"),
+            },
+            headers={"x-memory-user": "gus"},
+        )
     assert response.status_code == 200, response.text
     assert response.headers["x-memory-status"] == "ok"
     sent = json.loads(anthropic.calls.last.request.content)
@@ -412,17 +393,11 @@ async def test_too_many_recalls_in_flight_shed_memory_not_requests(
     )
     app = build_app(limited, registry=registry, memories=memories)
     raw = json.dumps({"model": "m", "messages": _conversation("hello again")}).encode()
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url=ASGI_BASE,
-            headers={"authorization": f"Bearer {tenant_key}"},
-        ) as http:
-            first, second = await asyncio.gather(
-                http.post(CHAT, content=raw), http.post(CHAT, content=raw)
-            )
-            metrics = (await http.get("/metrics")).text
+    async with in_process(app, tenant_key) as http:
+        first, second = await asyncio.gather(
+            http.post(CHAT, content=raw), http.post(CHAT, content=raw)
+        )
+        metrics = (await http.get("/metrics")).text
     await memories.aclose()
     assert first.status_code == second.status_code == 200
     assert first.headers["x-memory-status"] == second.headers["x-memory-status"] == "degraded"

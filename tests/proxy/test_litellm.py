@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import respx
-from asgi_lifespan import LifespanManager
 
 from config import ModelRoute, Settings
 from proxy.keys import TenantRegistry
-from tests.conftest import ASGI_BASE, build_app
+from tests.conftest import build_app, in_process
 
 ANTHROPIC = "https://api.anthropic.com/v1/messages"
 
@@ -94,14 +93,8 @@ async def claude_client(
         }
     )
     app = build_app(routed, registry=registry)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url=ASGI_BASE,
-            headers={"authorization": f"Bearer {tenant_key}"},
-        ) as http:
-            yield http
+    async with in_process(app, tenant_key) as http:
+        yield http
 
 
 BODY = {

@@ -9,11 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from config import MemorySettings, Settings
 from proxy.keys import TenantRegistry
-from tests.conftest import ASGI_BASE, build_app
+from tests.conftest import build_app, in_process
 from tests.fakes import FakeUpstream, completion
 
 pytestmark = pytest.mark.usefixtures("upstream")
@@ -236,14 +235,12 @@ async def test_memory_api_without_an_engine_is_503(
 ) -> None:
     disabled = settings.model_copy(update={"memory": MemorySettings(enabled=False)})
     app = build_app(disabled, registry=registry)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
-            response = await http.post(
-                "/v1/memories/search",
-                json={"query": "x"},
-                headers={"authorization": f"Bearer {tenant_key}"},
-            )
+    async with in_process(app) as http:
+        response = await http.post(
+            "/v1/memories/search",
+            json={"query": "x"},
+            headers={"authorization": f"Bearer {tenant_key}"},
+        )
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "memory_unavailable"
 
