@@ -52,6 +52,16 @@ class FakeEmbedder:
         return out
 
 
+async def answered_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+    """Handle the lifespan protocol for a bare test ASGI app; True if that is what it was."""
+    if scope["type"] != "lifespan":
+        return False
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+    return True
+
+
 class FakeUpstream:
     """A scripted OpenAI-compatible upstream that records what it received.
 
@@ -86,10 +96,7 @@ class FakeUpstream:
 
     def asgi(self) -> Callable[..., Awaitable[None]]:
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] == "lifespan":
-                while (await receive())["type"] != "lifespan.shutdown":
-                    await send({"type": "lifespan.startup.complete"})
-                await send({"type": "lifespan.shutdown.complete"})
+            if await answered_lifespan(scope, receive, send):
                 return
             body = b""
             while True:

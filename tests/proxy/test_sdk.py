@@ -20,7 +20,7 @@ import pytest
 from config import Settings
 from proxy.keys import TenantRegistry
 from tests.conftest import LoopbackServer, build_app, free_port
-from tests.fakes import FakeUpstream, completion
+from tests.fakes import FakeUpstream, answered_lifespan, completion
 
 
 @pytest.fixture
@@ -172,10 +172,7 @@ async def test_client_disconnect_cancels_the_upstream_stream(tmp_path: Path) -> 
     closed = threading.Event()  # set on the upstream server's thread
 
     async def slow_upstream(scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if await answered_lifespan(scope, receive, send):
             return
         while (await receive()).get("more_body"):
             pass
@@ -232,10 +229,7 @@ def test_unreachable_and_slow_upstreams_through_the_real_transport(tmp_path: Pat
     """502 for a refused connection and 504 for a read timeout, over real sockets."""
 
     async def silent_upstream(scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if await answered_lifespan(scope, receive, send):
             return
         await asyncio.sleep(1.0)  # past the 0.5 s timeout, short enough for shutdown
 
@@ -298,10 +292,7 @@ async def test_client_disconnect_before_the_answer_cancels_the_upstream_call(
     closed = threading.Event()
 
     async def thinking_upstream(scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if await answered_lifespan(scope, receive, send):
             return
         while (await receive()).get("more_body"):
             pass
