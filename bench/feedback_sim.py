@@ -1,0 +1,248 @@
+"""Feedback simulation: does explicit feedback make the injected set more precise over rounds?
+
+Prints figures and saves a PNG plot; it is a benchmark, never a test (issue 5, "Measured").
+Same data and write path as :mod:`bench.locomo_inject` (the LoCoMo dev split is read from
+``../shared/data/locomo``, never copied). A fixed sample of questions of categories 1-4
+(``--questions``, fixed ``--seed``) is asked ``--rounds`` times through
+``POST /v1/chat/completions`` with ``X-Memory-Mode: read`` (not captured) and a fresh
+``X-Memory-Session`` per request (so a repeated question never reads as a regenerate). The
+tenant keeps the default policy (threshold 0.2, adapting toward target precision 0.7 as
+outcomes come in) except for a generous ``recall_deadline_ms``, so no recall degrades.
+
+After each answer, the evidence labels act as the user: one ``POST /v1/feedback`` with
+``useful: true`` and ``memory_ids`` = the injected memories holding an evidence turn (when
+there are any), then one with ``useful: false`` for the other injected memories. The first
+call of a completion is the one the tenant's calibration records, so its outcome is "some
+evidence was injected".
+
+Per round (figures measured before that round's feedback, so round 1 is the baseline):
+precision of the injected set (evidence memories / injected memories, pooled, and the mean
+per answered question), evidence recall (fraction of a question's evidence turns injected;
+an abstention counts 0), abstentions, memories and tokens injected, the calibration's ECE and
+threshold. Goal: precision up at least 15 points after 5 rounds of feedback (round 6 vs 1).
+
+    .venv/bin/python -m bench.feedback_sim                          # real MiniLM, ~3 minutes
+    .venv/bin/python -m bench.feedback_sim --embedder fake --rounds 2 --questions 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.locomo_confidence import Asked, ask_chat, serve
+from bench.locomo_recall import (
+    DEFAULT_DATA,
+    REPO,
+    Question,
+    Stored,
+    checked,
+    ingest,
+    load,
+    load_embedder,
+)
+
+DEFAULT_PLOT = REPO / "bench" / "results" / "feedback_sim.png"
+
+
+@dataclass
+class Round:
+    number: int
+    precision: float  # pooled: evidence memories / injected memories
+    precision_q: float  # mean per question with an injection
+    recall: float
+    abstained: float
+    memories: float
+    tokens: float
+    ece: float
+    threshold: float
+    statuses: Counter[str]
+
+
+def summarise(number: int, asked: list[Asked], calibration: dict[str, float]) -> Round:
+    injected = [a for a in asked if a.status == "ok" and a.memory_ids]
+    hits = sum(len(a.evidence_memories()) for a in injected)
+    total = sum(len(a.memory_ids) for a in injected)
+    return Round(
+        number=number,
+        precision=hits / total if total else float("nan"),
+        precision_q=statistics.fmean(
+            len(a.evidence_memories()) / len(a.memory_ids) for a in injected
+        )
+        if injected
+        else float("nan"),
+        recall=statistics.fmean(a.recall for a in asked),
+        abstained=1 - len(injected) / len(asked),
+        memories=statistics.fmean(len(a.memory_ids) for a in injected) if injected else 0.0,
+        tokens=statistics.fmean(a.tokens for a in injected) if injected else 0.0,
+        ece=calibration["expected_calibration_error"],
+        threshold=calibration["threshold"],
+        statuses=Counter(a.status for a in asked),
+    )
+
+
+async def give_feedback(client: object, asked: Asked) -> None:
+    """The evidence labels as the user: useful for evidence memories, not for the others."""
+    if asked.status != "ok" or not asked.memory_ids:
+        return
+    good = asked.evidence_memories()
+    bad = [m for m in asked.memory_ids if m not in good]
+    for useful, ids in ((True, good), (False, bad)):
+        if ids:
+            checked(
+                await client.post(
+                    "/v1/feedback",
+                    json={  # type: ignore[attr-defined]
+                        "completion_id": asked.completion_id,
+                        "useful": useful,
+                        "memory_ids": ids,
+                    },
+                )
+            )
+
+
+def sample(conversations: list, n: int, seed: int) -> list[tuple[int, Question]]:
+    pool = [(i, q) for i, c in enumerate(conversations) for q in c.questions]
+    rng = random.Random(seed)
+    return sorted(rng.sample(pool, min(n, len(pool))), key=lambda p: p[0])
+
+
+async def run(args: argparse.Namespace) -> None:
+    from tests.conftest import LoopbackServer
+    from tests.fakes import FakeUpstream
+
+    conversations = load(args.data)[: args.limit or None]
+    started = time.perf_counter()
+    embedder = load_embedder(args.embedder)
+    upstream = FakeUpstream()
+    policy = {"recall_deadline_ms": args.deadline_ms}
+    chosen = sample(conversations, args.questions, args.seed)
+    rounds: list[Round] = []
+    with LoopbackServer(upstream.asgi()) as server:
+        async with serve(embedder, f"{server.url}/v1", policy) as client:
+            stored: dict[int, Stored] = {}
+            for i, conversation in enumerate(conversations):
+                if any(j == i for j, _ in chosen):
+                    stored[i] = await ingest(client, conversation)
+            print(
+                f"{len(chosen)} questions (seed {args.seed}) over {len(stored)} conversations; "
+                f"stored in {time.perf_counter() - started:.1f} s"
+            )
+            for number in range(1, args.rounds + 1):
+                asked = []
+                for i, question in chosen:
+                    asked.append(await ask_chat(client, upstream, stored[i], question))
+                calibration = checked(await client.get("/v1/calibration"))
+                rounds.append(summarise(number, asked, calibration))
+                if number < args.rounds:
+                    for a in asked:
+                        await give_feedback(client, a)
+                print(f"round {number} done at {time.perf_counter() - started:.1f} s")
+    print_table(args, rounds)
+    plot(args.plot, rounds, args)
+    print(f"plot saved to {args.plot}")
+    print(f"wall time {time.perf_counter() - started:.1f} s")
+
+
+def print_table(args: argparse.Namespace, rounds: list[Round]) -> None:
+    print(
+        f"\nFeedback simulation, {args.questions} LoCoMo questions (categories 1-4) x "
+        f"{args.rounds} rounds ({args.embedder} embedder); round r is measured after r-1 "
+        "rounds of feedback"
+    )
+    header = (
+        f"{'round':>5}{'precision':>11}{'prec/q':>9}{'recall':>9}{'abstain':>9}"
+        f"{'memories':>10}{'tokens':>8}{'ECE':>8}{'thresh':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rounds:
+        print(
+            f"{r.number:>5}{100 * r.precision:>10.1f}%{100 * r.precision_q:>8.1f}%"
+            f"{100 * r.recall:>8.1f}%{100 * r.abstained:>8.1f}%{r.memories:>10.1f}"
+            f"{r.tokens:>8.0f}{r.ece:>8.3f}{r.threshold:>8.2f}"
+        )
+    first = rounds[0]
+    if len(rounds) >= 6:
+        after = rounds[5]
+        gain = 100 * (after.precision - first.precision)
+        verdict = "MET" if gain >= 15 else f"MISSED by {15 - gain:.1f} points"
+        print(
+            f"\nGoal: precision up >= 15 points after 5 rounds of feedback: "
+            f"{100 * first.precision:.1f}% -> {100 * after.precision:.1f}% "
+            f"({gain:+.1f} points) {verdict}"
+        )
+    statuses = Counter[str]()
+    for r in rounds:
+        statuses.update(r.statuses)
+    print(
+        "X-Memory-Status over all rounds: "
+        + ", ".join(f"{s} {n}" for s, n in statuses.most_common())
+    )
+
+
+def plot(path: Path, rounds: list[Round], args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = [r.number for r in rounds]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    ax.plot(x, [100 * r.precision for r in rounds], "o-", label="precision of injected set")
+    ax.plot(x, [100 * r.precision_q for r in rounds], "s--", label="precision, mean per question")
+    ax.plot(x, [100 * r.recall for r in rounds], "^-", label="evidence recall")
+    ax.plot(x, [100 * r.abstained for r in rounds], "x:", label="abstained")
+    ax.axhline(
+        100 * rounds[0].precision + 15,
+        color="grey",
+        lw=0.8,
+        ls="--",
+        label="goal: precision +15 points",
+    )
+    ax.set_xlabel("round (feedback after each)")
+    ax.set_ylabel("%")
+    ax.set_xticks(x)
+    ax.set_ylim(0, 100)
+    ax.set_title(
+        f"MemShadow feedback simulation: {args.questions} LoCoMo questions "
+        f"({args.embedder} embedder)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--embedder", choices=["real", "fake"], default="real")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N conversations")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--questions", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
+    parser.add_argument(
+        "--deadline-ms",
+        type=float,
+        default=10_000.0,
+        help="tenant recall_deadline_ms (no degraded recalls)",
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    asyncio.run(run(parse_args()))
