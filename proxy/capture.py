@@ -195,8 +195,10 @@ class CaptureQueue:
             return
         receipt.signals.update((kind, i) for i in fresh)
         await self._memories.record_usefulness(receipt.tenant, fresh, weight)
-        if receipt.confidence is not None:
-            self._calibration.record(receipt.tenant, receipt.confidence, weight > 0, abs(weight))
+        if receipt.raw_confidence is not None:
+            self._calibration.record(
+                receipt.tenant, receipt.raw_confidence, weight > 0, abs(weight)
+            )
         if self._metrics is not None:
             self._metrics.feedback.labels(kind).inc()
         logger.info("implicit %s signal: tenant=%s memories=%d", kind, receipt.tenant, len(fresh))

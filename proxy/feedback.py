@@ -28,6 +28,8 @@ class CalibrationBook:
     def __init__(self, path: Path | None = None) -> None:
         self._path = path
         self._tenants: dict[str, Calibration] = {}
+        # The threshold last applied per tenant (under that tenant's own policy), for /metrics.
+        self._applied: dict[str, float] = {}
         if path is not None and path.is_file():
             self._load(path)
 
@@ -62,9 +64,14 @@ class CalibrationBook:
         return calibrated(self.of(tenant), raw)
 
     def threshold(self, tenant: str, policy: MemoryPolicy) -> float:
-        return adapted_threshold(
+        value = adapted_threshold(
             self.of(tenant), policy.target_precision, policy.confidence_threshold
         )
+        self._applied[tenant] = value
+        return value
+
+    def applied_thresholds(self) -> dict[str, float]:
+        return dict(self._applied)
 
     def ece(self, tenant: str) -> float:
         return expected_calibration_error(self.of(tenant))

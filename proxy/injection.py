@@ -174,7 +174,7 @@ class MemoryInjector:
         result = await self._memories.search(user_scope, query, k=policy.candidates)
         receipt.timings_ms["recall"] = round((time.perf_counter() - started) * 1000, 2)
         confidence = self._calibration.confidence(scope.tenant, result.confidence)
-        receipt.confidence = confidence
+        receipt.confidence, receipt.raw_confidence = confidence, result.confidence
         threshold = self._calibration.threshold(scope.tenant, policy)
         packed = []
         if result.items and confidence >= threshold:

@@ -28,6 +28,8 @@ class Receipt:
     status: str
     placement: str | None = None
     confidence: float | None = None
+    # Before calibration: outcomes are binned by this, the scale calibration maps from.
+    raw_confidence: float | None = None
     tokens: int = 0
     budget: int = 0
     memories: list[InjectedMemory] = field(default_factory=list)

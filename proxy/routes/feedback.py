@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.calibration import reliability
+from policies.decision import PolicyInputError, tenant_policy
 from proxy.body import json_body
 from proxy.errors import InvalidRequest, NotFound
 from proxy.routes.memories import Context, MemoryUnavailable
@@ -62,8 +63,9 @@ async def feedback(
             raise MemoryUnavailable("The memory engine is not available on this server.")
         await services.memories.record_usefulness(tenant, fresh, body.value)
         receipt.credited.update(dict.fromkeys(fresh, body.value))
-    if not receipt.calibrated and receipt.confidence is not None and body.value != 0:
-        services.calibration.record(tenant, receipt.confidence, body.value > 0, abs(body.value))
+    raw = receipt.raw_confidence
+    if not receipt.calibrated and raw is not None and body.value != 0:
+        services.calibration.record(tenant, raw, body.value > 0, abs(body.value))
         receipt.calibrated = True
     logger.info(
         "feedback received: tenant=%s completion=%s value=%.2f memories=%d",
@@ -86,7 +88,11 @@ async def calibration(context: Context) -> dict[str, Any]:
     """How well this tenant's confidence has predicted useful injections, and its threshold."""
     services, tenant = context.services, context.id
     book = services.calibration
-    policy = services.settings.memory.policy
+    base = services.settings.memory.policy
+    try:
+        policy = tenant_policy(base, context.caller.tenant.policy)
+    except PolicyInputError:
+        policy = base  # injection falls back the same way
     return {
         "object": "memory.calibration",
         "outcomes": book.of(tenant).outcomes,

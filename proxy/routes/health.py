@@ -67,9 +67,10 @@ async def ready(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     services = get_services(request)
-    book, metrics, policy = services.calibration, services.metrics, services.settings.memory.policy
+    book, metrics = services.calibration, services.metrics
     # Calibration gauges are computed on scrape: cheap, and never stale.
     for tenant in book.tenants():
         metrics.calibration_error.labels(tenant).set(book.ece(tenant))
-        metrics.confidence_threshold.labels(tenant).set(book.threshold(tenant, policy))
+    for tenant, threshold in book.applied_thresholds().items():
+        metrics.confidence_threshold.labels(tenant).set(threshold)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
