@@ -374,16 +374,35 @@ class LanceMemoryStore:
         return scope
 
     async def candidates(
-        self, tenant: str, query_vector: Vectors, query_text: str, scope: ScopeFilter, limit: int
+        self,
+        tenant: str,
+        query_vector: Vectors | Callable[[], Vectors],
+        query_text: str,
+        scope: ScopeFilter,
+        limit: int,
     ) -> Candidates:
         if scope.user is None:
             raise ValueError("recall is always scoped to one user")
         index = await self._scope(tenant, scope.user)
         if index is None:
             return Candidates(vectors=np.zeros((0, self.dimension), np.float32))
-        return index.search(
-            query_vector, query_text, session=scope.session, tiers=scope.tiers, limit=limit
-        )
+        abandoned = threading.Event()
+
+        def search() -> Candidates:
+            # One worker-thread hop for the query embedding and the scope search (ONNX
+            # Runtime and numpy release the GIL): the event loop never runs either.
+            vector = query_vector() if callable(query_vector) else query_vector
+            if abandoned.is_set():  # the caller's deadline passed during the embedding
+                return Candidates(vectors=np.zeros((0, self.dimension), np.float32))
+            return index.search(
+                vector, query_text, session=scope.session, tiers=scope.tiers, limit=limit
+            )
+
+        try:
+            return await asyncio.to_thread(search)
+        except asyncio.CancelledError:
+            abandoned.set()  # a queued search never starts; a running one stops after embedding
+            raise
 
     async def nearest(
         self, tenant: str, user: str, vectors: Vectors, hashes: Sequence[str]
@@ -391,7 +410,8 @@ class LanceMemoryStore:
         index = await self._scope(tenant, user)
         if index is None:
             return [(None, 0.0)] * len(hashes)
-        return [index.nearest(v, h) for v, h in zip(vectors, hashes, strict=True)]
+        # Every exact hash is a dict hit; the rest share one matrix product, off the loop.
+        return await asyncio.to_thread(index.nearest, vectors, hashes)
 
     async def by_hash(self, tenant: str, user: str, hashes: Sequence[str]) -> list[Memory | None]:
         index = await self._scope(tenant, user)

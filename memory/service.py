@@ -182,12 +182,14 @@ class MemoryService:
         query = query.strip()[:_MAX_QUERY_CHARS]
         if not query:
             return RecallResult(items=[], confidence=0.0)
-        vector = (await asyncio.to_thread(self._embedder.embed_batch, [query]))[0]
         pool = max(self._weights.candidate_pool, 2 * k)
         tier_set = frozenset(tiers) if tiers is not None else None
+        embed = self._embedder.embed_batch
+        # The store embeds the query in the same worker thread as the search: one hop.
         candidates = await self._store.candidates(
-            scope.tenant, vector, query, ScopeFilter(scope.user, scope.session, tier_set), pool
-        )
+            scope.tenant, lambda: embed([query])[0], query,
+            ScopeFilter(scope.user, scope.session, tier_set), pool,
+        )  # fmt: skip
         return rank(
             candidates, k=k, max_tokens=max_tokens, now=utcnow(),
             retention=self._retention, prior=self._prior, weights=self._weights,

@@ -7,7 +7,7 @@ candidates is not its business (:mod:`memory.retrieval`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -122,8 +122,16 @@ class MemoryStore(Protocol):
         ...
 
     async def candidates(
-        self, tenant: str, query_vector: Vectors, query_text: str, scope: ScopeFilter, limit: int
-    ) -> Candidates: ...
+        self,
+        tenant: str,
+        query_vector: Vectors | Callable[[], Vectors],
+        query_text: str,
+        scope: ScopeFilter,
+        limit: int,
+    ) -> Candidates:
+        """Candidates for recall. ``query_vector`` may be a function computing it: the store
+        then runs it in the same worker thread as the search, off the event loop."""
+        ...
 
     async def nearest(
         self, tenant: str, user: str, vectors: Vectors, hashes: Sequence[str]
