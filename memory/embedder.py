@@ -301,11 +301,13 @@ class OnnxEmbedder:
             return options
 
         # Two sessions of one graph (~23 MB each): queries (a text or a few) run on one
-        # intra-op thread, batches on all cores. Measured on the 2-core box, quiet: one query
-        # 2.9-4.6 ms on 2 threads vs 4.8-5.4 ms on 1, but 6 concurrent queries 631-811 vs
-        # 811-834 q/s; busy (a benchmark beside it): one query 9.8 ms (p99 47) on 2 threads vs
-        # 5.3 ms (p99 7) on 1. In the proxy the event loop holds a core, so queries get one.
-        # A 1,000-text batch: 387 texts/s on 2 threads vs 215 on 1.
+        # intra-op thread, batches on all cores. Measured on the 2-core box with distinct
+        # synthetic queries (~40 tokens), uncached: one query at a time p50 5.3 ms (p99 7.0)
+        # on 1 thread, 3.4 ms (p99 7.5) on 2 spinning threads, 4.2-5.5 ms on 2 without
+        # spinning; 6 concurrent queries 363-377 q/s on 1 thread, 301 on 2 spinning, ~368
+        # without. With a benchmark running beside it: 5.3 ms (p99 7) on 1 thread against
+        # 9.8 ms (p99 47) on 2. In the proxy the event loop holds a core, so queries get one
+        # thread. A 1,000-text batch: 387 texts/s on 2 threads vs 215 on 1.
         with _export_dir(cache_dir) as directory:
             onnx_path = ensure_onnx_export(source, directory, quantize=quantize)
             self._session = ort.InferenceSession(
