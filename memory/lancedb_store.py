@@ -153,6 +153,11 @@ class LanceMemoryStore:
         self._indexed: set[str] = set()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="memshadow-lance-writer")
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="memshadow-lance-maint")
+        # Recall has its own small pool: it never queues behind ingestion's embedding batches
+        # and WAL writes in the default executor, and a recall whose caller gave up (deadline)
+        # while it was queued is dropped without running. Two threads for two cores: each
+        # runs one single-threaded query embedding and a numpy scan.
+        self._recall = ThreadPoolExecutor(2, thread_name_prefix="memshadow-recall")
         # Lance logs routine internals (compaction, index training) at INFO/WARNING.
         for name in ("lancedb", "lance"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -166,6 +171,7 @@ class LanceMemoryStore:
     async def aclose(self) -> None:
         await asyncio.to_thread(self._writer.shutdown, wait=True)
         await asyncio.to_thread(self._maintenance.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._recall.shutdown, wait=True, cancel_futures=True)
 
     async def _on_writer(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
@@ -399,7 +405,7 @@ class LanceMemoryStore:
             )
 
         try:
-            return await asyncio.to_thread(search)
+            return await asyncio.get_running_loop().run_in_executor(self._recall, search)
         except asyncio.CancelledError:
             abandoned.set()  # a queued search never starts; a running one stops after embedding
             raise
