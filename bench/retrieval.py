@@ -164,6 +164,8 @@ async def main(args: argparse.Namespace) -> None:
             await bulk_load(service, ["big-user"], args.tenant_rows)
             p50, p99 = await latency(service, "big-user", 100, 9)
             print(f"search, one user holding {args.tenant_rows:,}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+            recall = await recall_vs_exact(service, "big-user", 50)
+            print(f"vector recall@10 vs exact, {args.tenant_rows:,} scope (binary prefilter): {recall:.3f}")
     finally:
         await service.aclose()
         shutil.rmtree(data, ignore_errors=True)
