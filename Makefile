@@ -20,6 +20,8 @@ redis-server:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
 test: $(STAMP) redis-server
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

@@ -15,11 +15,10 @@ Prints figures; it is not a test. Run ``python -m bench.retrieval [--embedder fa
 from __future__ import annotations
 
 import argparse
-import hashlib
 import asyncio
+import hashlib
 import random
 import shutil
-import statistics
 import tempfile
 import time
 import uuid
@@ -121,7 +120,9 @@ async def bulk_load(service: MemoryService, users: list[str], per_user: int) -> 
     now = utcnow()
     for u, user in enumerate(users):
         for chunk, start in enumerate(range(0, per_user, 5000)):
-            seed_user, seed_start = (u, start) if per_user <= 10_000 else divmod(chunk * 5000, 10_000)
+            seed_user, seed_start = (
+                (u, start) if per_user <= 10_000 else divmod(chunk * 5000, 10_000)
+            )
             texts = sentences(min(5000, per_user - start), seed=1000 + seed_user * 100 + seed_start)
             vectors = cached_vectors(service, texts)
             memories = [
@@ -151,7 +152,10 @@ async def main(args: argparse.Namespace) -> None:
         print(f"ingestion (store → searchable), 10k memories: {rate:,.0f} memories/s")
         p50, p99 = await latency(service, "user-10k", 300, 7)
         print(f"search, one user scope of 10k: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-        print(f"vector recall@10 vs exact, 10k scope: {await recall_vs_exact(service, 'user-10k', 50):.3f}")
+        print(
+            "vector recall@10 vs exact, 10k scope: "
+            f"{await recall_vs_exact(service, 'user-10k', 50):.3f}"
+        )
         per_user = 10_000
         users = [f"tenant-user-{i}" for i in range(args.tenant_rows // per_user)]
         seconds = await bulk_load(service, users, per_user)
@@ -163,9 +167,14 @@ async def main(args: argparse.Namespace) -> None:
         if args.big_user:
             await bulk_load(service, ["big-user"], args.tenant_rows)
             p50, p99 = await latency(service, "big-user", 100, 9)
-            print(f"search, one user holding {args.tenant_rows:,}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+            print(
+                f"search, one user holding {args.tenant_rows:,}: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+            )
             recall = await recall_vs_exact(service, "big-user", 50)
-            print(f"vector recall@10 vs exact, {args.tenant_rows:,} scope (binary prefilter): {recall:.3f}")
+            print(
+                f"vector recall@10 vs exact, {args.tenant_rows:,} scope "
+                f"(binary prefilter): {recall:.3f}"
+            )
     finally:
         await service.aclose()
         shutil.rmtree(data, ignore_errors=True)

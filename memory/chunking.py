@@ -35,7 +35,9 @@ def chunk_text(text: str, max_tokens: int, count: Callable[[str], int]) -> list[
     return _pack(pieces, max_tokens, count, " ")
 
 
-def _split_oversized(text: str, max_tokens: int, count: Callable[[str], int], sep: str) -> list[str]:
+def _split_oversized(
+    text: str, max_tokens: int, count: Callable[[str], int], sep: str
+) -> list[str]:
     if count(text) <= max_tokens:
         return [text]
     words = text.split()

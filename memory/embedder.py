@@ -293,6 +293,7 @@ class OnnxEmbedder:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(min(max_seq_length or source.max_seq_length, 512))
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
+
         def session_options(intra_op_threads: int) -> Any:
             options = ort.SessionOptions()
             options.intra_op_num_threads = intra_op_threads  # 0 = ORT's default, one per core

@@ -27,6 +27,7 @@ contradict each other on a slot are never near-duplicates of each other, however
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -112,7 +113,9 @@ class WriteAheadLog:
         marker = self._dir / "applied"
         return int(marker.read_text() or 0) if marker.exists() else 0
 
-    def append(self, entries: Sequence[tuple[str, Memory, list[float] | None, bool]]) -> list[WalEntry]:
+    def append(
+        self, entries: Sequence[tuple[str, Memory, list[float] | None, bool]]
+    ) -> list[WalEntry]:
         """Assign sequence numbers, write, flush and fsync; durable when this returns."""
         if self._file is None:
             raise RuntimeError("write-ahead log is not open")
@@ -134,7 +137,7 @@ class WriteAheadLog:
             os.fsync(handle.fileno())
         os.replace(tmp, self._dir / "applied")
         segments = self._segments()
-        for segment, following in zip(segments, segments[1:], strict=False):
+        for segment, following in itertools.pairwise(segments):
             # A segment ends where the next begins; the newest one is never removed.
             if int(following.stem.removeprefix("wal-")) - 1 <= seq:
                 segment.unlink(missing_ok=True)
@@ -311,7 +314,9 @@ class Ingestor:
                 break
             except (OSError, RuntimeError, ValueError) as error:
                 # Acknowledged data must not be dropped: keep retrying (it is in the WAL).
-                log.error("applying %d memories failed, retrying in %.1fs: %s", len(batch), delay, error)
+                log.error(
+                    "applying %d memories failed, retrying in %.1fs: %s", len(batch), delay, error
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 first_attempt = False  # part of the batch may be stored: upsert from now on
@@ -331,7 +336,10 @@ class Ingestor:
             memories = [batch[i].memory for i in rows]
             fresh = [i for i, r in enumerate(rows) if not batch[r].restore]
             survivors = await self._store.nearest(
-                tenant, user, vectors[[rows[i] for i in fresh]], [memories[i].content_hash for i in fresh]
+                tenant,
+                user,
+                vectors[[rows[i] for i in fresh]],
+                [memories[i].content_hash for i in fresh],
             )
             reinforce: list[str] = []
             first_of_hash: dict[str, Memory] = {}
@@ -340,9 +348,12 @@ class Ingestor:
                 twin = first_of_hash.setdefault(memories[i].content_hash, memories[i])
                 if twin is not memories[i] and twin.id != memories[i].id:
                     survivor, similarity = twin, 1.0
-                if survivor is not None and survivor.id != memories[i].id and (
-                    similarity >= self._near_duplicate
-                ) and not _contradict(survivor, memories[i]):
+                if (
+                    survivor is not None
+                    and survivor.id != memories[i].id
+                    and (similarity >= self._near_duplicate)
+                    and not _contradict(survivor, memories[i])
+                ):
                     memories[i] = memories[i].model_copy(update={"superseded_by": survivor.id})
                     reinforce.append(survivor.id)
             outcome = await self._supersessions(tenant, user, memories)

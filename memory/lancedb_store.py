@@ -256,7 +256,9 @@ class LanceMemoryStore:
         if any(index.columns == ["vector"] for index in table.list_indices()):
             return
         try:
-            table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", vector_column_name="vector")
+            table.create_index(
+                metric="cosine", index_type="IVF_HNSW_SQ", vector_column_name="vector"
+            )
         except (RuntimeError, ValueError, OSError) as error:
             log.warning("vector index for tenant %r not built (will retry): %s", tenant, error)
 
@@ -489,7 +491,9 @@ class LanceMemoryStore:
 
         return await asyncio.to_thread(read)
 
-    async def list_memories(self, tenant: str, scope: ScopeFilter, cursor: str | None, limit: int) -> ListPage:
+    async def list_memories(
+        self, tenant: str, scope: ScopeFilter, cursor: str | None, limit: int
+    ) -> ListPage:
         return await asyncio.to_thread(self._list, tenant, scope, cursor, limit)
 
     def _list(self, tenant: str, scope: ScopeFilter, cursor: str | None, limit: int) -> ListPage:
@@ -510,9 +514,13 @@ class LanceMemoryStore:
         by_id = {m.id: m for m in found}
         items = [by_id[i] for _, i in page if i in by_id]
         more = start + limit < len(order)
-        return ListPage(items, _encode_cursor(page[-1][0].timestamp(), page[-1][1]) if more else None)
+        return ListPage(
+            items, _encode_cursor(page[-1][0].timestamp(), page[-1][1]) if more else None
+        )
 
-    async def export(self, tenant: str, scope: ScopeFilter) -> AsyncIterator[tuple[Memory, Vectors]]:
+    async def export(
+        self, tenant: str, scope: ScopeFilter
+    ) -> AsyncIterator[tuple[Memory, Vectors]]:
         table = await asyncio.to_thread(self._table, tenant, create=False)
         if table is None:
             return

@@ -73,9 +73,7 @@ class Pruner:
 
     async def run_once(self, tenant: str) -> PruneReport:
         stats = await self._store.stats(tenant, ScopeFilter(tiers=_PRUNABLE))
-        actions = decide_retention(
-            (self._item(s) for s in stats), self._clock(), self._retention
-        )
+        actions = decide_retention((self._item(s) for s in stats), self._clock(), self._retention)
         changed: set[str] = set()
         for start in range(0, len(actions), _MARK_BATCH):
             chunk = actions[start : start + _MARK_BATCH]

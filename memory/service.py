@@ -33,8 +33,17 @@ from memory.embedder import Embedder
 from memory.ingest import Ingestor
 from memory.lancedb_store import LanceMemoryStore
 from memory.model import (
-    InvalidMemory, Memory, NewMemory, RecallResult, Scope, Source, Tier, check_scope_part,
-    content_hash, parse_new_memory, utcnow,
+    InvalidMemory,
+    Memory,
+    NewMemory,
+    RecallResult,
+    Scope,
+    Source,
+    Tier,
+    check_scope_part,
+    content_hash,
+    parse_new_memory,
+    utcnow,
 )  # fmt: skip
 from memory.pruner import Pruner, PruneReport
 from memory.retrieval import RecallWeights, rank
@@ -74,7 +83,9 @@ class MemoryService:
         self._store: MemoryStore = store or LanceMemoryStore(
             data_dir / "lancedb", model_id=embedder.model_id, dimension=embedder.dimension
         )
-        self._ingest = Ingestor(data_dir / "wal", self._store, embedder, near_duplicate=near_duplicate)
+        self._ingest = Ingestor(
+            data_dir / "wal", self._store, embedder, near_duplicate=near_duplicate
+        )
         self._tokens = tokens or TokenCounter()
         self._redaction = redaction
         self._retention = retention
@@ -155,7 +166,11 @@ class MemoryService:
         group = uuid.uuid4().hex
         out = []
         for n, chunk in enumerate(chunks):
-            extra = {"chunk": {"group": group, "index": n, "of": len(chunks)}} if len(chunks) > 1 else {}
+            extra = (
+                {"chunk": {"group": group, "index": n, "of": len(chunks)}}
+                if len(chunks) > 1
+                else {}
+            )
             out.append(Memory(
                 id=group if n == 0 else uuid.uuid4().hex, tenant=scope.tenant, user=scope.user,
                 session=scope.session, tier=item.tier, source=item.source, content=chunk,
@@ -237,7 +252,9 @@ class MemoryService:
         if content is not None:
             item = parse_new_memory({"content": content}, max_chars=self._max_chars)
             text = redact(item.content, self._redaction).text
-            changes.update(content=text, content_hash=content_hash(text), tokens=self._tokens.count(text))
+            changes.update(
+                content=text, content_hash=content_hash(text), tokens=self._tokens.count(text)
+            )
             vector = (await asyncio.to_thread(self._embedder.embed_batch, [text]))[0]
         updated = memory.model_copy(update=changes)
         await self._store.add(tenant, [updated], vector.reshape(1, -1))
@@ -264,7 +281,9 @@ class MemoryService:
         await self._store.optimize(tenant, cleanup=True)
         return removed
 
-    async def record_usefulness(self, tenant: str, ids: Sequence[str], feedback: bool | float) -> int:
+    async def record_usefulness(
+        self, tenant: str, ids: Sequence[str], feedback: bool | float
+    ) -> int:
         """Credit feedback (``useful`` bool or a score in [-1, 1]) to these memories."""
         useful, not_useful = evidence(feedback)
         await self._ingest.flush()
@@ -278,7 +297,9 @@ class MemoryService:
         items: list[Memory] = []
         cursor: str | None = None
         while True:
-            page, cursor = await self.list_memories(tenant, user=user, session=session, cursor=cursor, limit=1000)
+            page, cursor = await self.list_memories(
+                tenant, user=user, session=session, cursor=cursor, limit=1000
+            )
             items.extend(m for m in page if m.tier != Tier.SEMANTIC)
             if cursor is None:
                 return items[-limit:]
@@ -314,14 +335,18 @@ class MemoryService:
         await self._ingest.flush()  # an import is done when it is searchable
         return count
 
-    def _restore(self, tenant: str, n: int, record: Mapping[str, Any]) -> tuple[Memory, list[float] | None]:
+    def _restore(
+        self, tenant: str, n: int, record: Mapping[str, Any]
+    ) -> tuple[Memory, list[float] | None]:
         data = {k: v for k, v in record.items() if k not in ("vector", "embedding_model")}
         if "id" not in data:  # a plain item from elsewhere: fill in what an export carries
             if "user" not in data:
                 raise InvalidMemory(f"records.{n}.user", "is required")
             item = self._parse(n, {k: v for k, v in data.items() if k != "user"})
             scope = Scope(tenant=tenant, user=str(data["user"]))
-            data = self._prepare(scope, item.model_copy(update={"source": Source.IMPORT}))[0].model_dump()
+            data = self._prepare(scope, item.model_copy(update={"source": Source.IMPORT}))[
+                0
+            ].model_dump()
         try:
             memory = Memory.model_validate({**data, "tenant": tenant})
         except ValueError as error:
@@ -333,7 +358,9 @@ class MemoryService:
         )  # fmt: skip
         return memory, vector if usable else None
 
-    async def _submit_restores(self, tenant: str, batch: list[tuple[Memory, list[float] | None]]) -> int:
+    async def _submit_restores(
+        self, tenant: str, batch: list[tuple[Memory, list[float] | None]]
+    ) -> int:
         if not batch:
             return 0
         # A batch missing any usable vector is re-embedded whole (the ingestor embeds then).

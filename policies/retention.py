@@ -159,7 +159,9 @@ def decide_retention(
     return actions
 
 
-def _promotion(item: RetentionItem, level: float, policy: RetentionPolicy) -> RetentionAction | None:
+def _promotion(
+    item: RetentionItem, level: float, policy: RetentionPolicy
+) -> RetentionAction | None:
     proven = item.useful >= policy.promote_min_useful and item.usefulness >= policy.promote_min_mean
     if item.tier != "episodic" or not proven:
         return None

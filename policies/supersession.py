@@ -113,13 +113,65 @@ _UNSURE = re.compile(
 )
 # Words that end a value: "Porto with my wife", "a nurse at the hospital".
 _VALUE_STOP = frozenset(
-    "at for in with and or but since because from on now so which who where as by to "
-    "after before this last these days too".split()
+    [
+        "at",
+        "for",
+        "in",
+        "with",
+        "and",
+        "or",
+        "but",
+        "since",
+        "because",
+        "from",
+        "on",
+        "now",
+        "so",
+        "which",
+        "who",
+        "where",
+        "as",
+        "by",
+        "to",
+        "after",
+        "before",
+        "this",
+        "last",
+        "these",
+        "days",
+        "too",
+    ]
 )
 _NOT_NAMES = frozenset(
-    "i monday tuesday wednesday thursday friday saturday sunday today tomorrow tonight "
-    "january february march april june july august september october november december "
-    "mom mum dad sir madam".split()
+    [
+        "i",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "today",
+        "tomorrow",
+        "tonight",
+        "january",
+        "february",
+        "march",
+        "april",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "mom",
+        "mum",
+        "dad",
+        "sir",
+        "madam",
+    ]
 )
 _MONTH = re.compile(
     r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b|\d", re.IGNORECASE

@@ -50,8 +50,11 @@ def test_decay_alone_archives_working_but_not_episodic_or_semantic() -> None:
 
 def test_failing_memories_sink_then_go() -> None:
     failing = 2.0 / 7.0  # Beta(2, 2) prior after three "not useful"
-    items = [_item("young", "episodic", 3, mean=failing), _item("old", "episodic", 90, mean=failing),
-             _item("sem", "semantic", 90, mean=failing)]  # fmt: skip
+    items = [
+        _item("young", "episodic", 3, mean=failing),
+        _item("old", "episodic", 90, mean=failing),
+        _item("sem", "semantic", 90, mean=failing),
+    ]
     assert _kinds(items) == {"old": "archive:floor"}
 
 
