@@ -154,13 +154,35 @@ class ScopeIndex:
         return self._n
 
     def upsert(self, memories: Sequence[Memory], vectors: Vectors) -> None:
-        """Insert or replace memories by id (a replaced one is killed and re-appended)."""
+        """Insert or replace memories by id.
+
+        A memory whose text, session and date are unchanged (feedback, reinforcement, a tier
+        change) is updated in its row: re-appending it would cut it off from its neighbouring
+        turns, and neighbour context is part of its recall. Anything else is re-appended.
+        """
         with self._lock:
             for memory, vector in zip(memories, vectors, strict=True):
+                if self._update_in_place(memory):
+                    continue
                 self._kill(memory.id)
                 if memory.live:
                     self._append(memory, vector)
             self._maybe_rebuild()
+
+    def _update_in_place(self, memory: Memory) -> bool:
+        row = self._row_of.get(memory.id)
+        if row is None or not memory.live:
+            return False
+        old = self._memories[row]
+        same = (old.content_hash, old.session, old.created_at) == (
+            memory.content_hash,
+            memory.session,
+            memory.created_at,
+        )
+        if same:
+            self._memories[row] = memory
+            self._tier[row] = _TIER_CODE[memory.tier]
+        return same
 
     def remove(self, ids: Iterable[str]) -> int:
         with self._lock:
