@@ -33,15 +33,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +47,6 @@ import httpx
 
 from bench.locomo_inject import MODEL, next_answer
 from bench.locomo_recall import (
-    ASGI_BASE,
     CATEGORIES,
     DEFAULT_DATA,
     REPO,
@@ -61,6 +57,7 @@ from bench.locomo_recall import (
     ingest,
     load,
     load_embedder,
+    serve,
 )
 
 ALL_CATEGORIES = {**CATEGORIES, 5: "adversarial"}
@@ -95,39 +92,6 @@ def load_all(path: Path) -> list[Conversation]:
 
 
 # ------------------------------------------------------------------------------ the app
-
-
-@asynccontextmanager
-async def serve(
-    embedder: Any, upstream_url: str, policy: dict[str, Any]
-) -> AsyncIterator[httpx.AsyncClient]:
-    """Like :func:`bench.locomo_recall.serve`, with a tenant policy override."""
-    from asgi_lifespan import LifespanManager
-
-    from config import Settings
-    from proxy.app import create_app
-    from proxy.keys import TenantRegistry
-
-    data_dir = Path(tempfile.mkdtemp(prefix="memshadow-locomo-"))
-    try:
-        settings = Settings(
-            upstream_base_url=upstream_url, upstream_api_key="sk-bench", data_dir=data_dir
-        )
-        registry = TenantRegistry(str(data_dir / "registry"))
-        key, _ = registry.create_key("bench")
-        registry.put_tenant("bench", policy=policy)
-        app = create_app(settings, registry=registry, embedder=embedder)
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(
-                transport=transport,
-                base_url=ASGI_BASE,
-                timeout=120.0,
-                headers={"authorization": f"Bearer {key}"},
-            ) as client:
-                yield client
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @dataclass

@@ -165,9 +165,14 @@ def load_embedder(kind: str) -> Any:
 
 @asynccontextmanager
 async def serve(
-    embedder: Any, upstream_url: str = "http://127.0.0.1:9/v1"
+    embedder: Any,
+    upstream_url: str = "http://127.0.0.1:9/v1",
+    policy: dict[str, Any] | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app in-process (lifespan run), and a client holding a fresh tenant key."""
+    """The real app in-process (lifespan run), and a client holding a fresh tenant key.
+
+    ``policy`` overrides the bench tenant's memory policy (thresholds, deadlines).
+    """
     from asgi_lifespan import LifespanManager
 
     from config import Settings
@@ -181,6 +186,8 @@ async def serve(
         )
         registry = TenantRegistry(str(data_dir / "registry"))
         key, _ = registry.create_key("bench")
+        if policy:
+            registry.put_tenant("bench", policy=policy)
         app = create_app(settings, registry=registry, embedder=embedder)
         async with LifespanManager(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
