@@ -142,6 +142,16 @@ class WriteAheadLog:
             if int(following.stem.removeprefix("wal-")) - 1 <= seq:
                 segment.unlink(missing_ok=True)
 
+    def rotate(self) -> None:
+        """Start a fresh segment and drop the ones wholly applied: after a forget, the
+        acknowledged text must not linger in the current segment until the next start."""
+        if self._file is None:
+            raise RuntimeError("write-ahead log is not open")
+        self._file.close()
+        self._file = (self._dir / f"wal-{self._next_seq:020d}.log").open("a", encoding="utf-8")
+        _fsync_dir(self._dir)
+        self.mark_applied(self.applied())
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -184,6 +194,7 @@ class Ingestor:
         self._applied = 0
         self._progress = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        self._wal_lock = asyncio.Lock()  # an append and a rotation never interleave
         self._closing = False
         self._replay_until = 0  # entries up to this seq may already be in the store
         # Acknowledged but not yet applied: visible to get() and exact-duplicate checks.
@@ -253,6 +264,13 @@ class Ingestor:
         async with self._progress:
             await self._progress.wait_for(lambda: self._applied >= target)
 
+    async def rotate_log(self) -> None:
+        """Apply what was acknowledged, then move the log to a fresh segment (see
+        :meth:`WriteAheadLog.rotate`)."""
+        await self.flush()
+        async with self._wal_lock:
+            await asyncio.to_thread(self._wal.rotate)
+
     async def _commit_loop(self) -> None:
         while True:
             first = await self._commits.get()
@@ -269,7 +287,8 @@ class Ingestor:
     async def _commit(self, work: list[_Submit]) -> None:
         rows = [row for batch, _ in work for row in batch]
         try:
-            entries = await asyncio.to_thread(self._wal.append, rows)
+            async with self._wal_lock:
+                entries = await asyncio.to_thread(self._wal.append, rows)
         except OSError as error:
             for batch, future in work:
                 for tenant, memory, _, _ in batch:

@@ -264,21 +264,30 @@ class MemoryService:
         if await self.get(tenant, memory_id, user=user) is None:
             return False
         await self._ingest.flush()
-        return await self._store.delete(tenant, [memory_id]) > 0
+        deleted = await self._store.delete(tenant, [memory_id]) > 0
+        await self.compact(tenant)
+        return deleted
+
+    async def compact(self, tenant: str) -> None:
+        """Compact the tenant's table, dropping its old versions and the applied write-ahead
+        log: what removes forgotten memories from disk (forgets run it themselves)."""
+        await self._ingest.flush()
+        await self._ingest.rotate_log()
+        await self._store.optimize(tenant, cleanup=True)
 
     async def forget_user(self, tenant: str, user: str) -> int:
         """Every memory of the user: gone from search at once, from disk after compaction."""
         check_scope_part("user", user)
         await self._ingest.flush()
         removed = await self._store.delete_scope(tenant, user, None)
-        await self._store.optimize(tenant, cleanup=True)
+        await self.compact(tenant)
         return removed
 
     async def forget_session(self, tenant: str, user: str, session: str) -> int:
         check_scope_part("session", session)
         await self._ingest.flush()
         removed = await self._store.delete_scope(tenant, user, session)
-        await self._store.optimize(tenant, cleanup=True)
+        await self.compact(tenant)
         return removed
 
     async def record_usefulness(
