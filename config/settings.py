@@ -66,7 +66,10 @@ class MemorySettings(BaseModel):
     max_concurrent_recalls: int = Field(
         default=16,
         ge=1,
-        description="Recalls in flight past which requests skip memory (degraded: overload).",
+        description=(
+            "Ceiling of the adaptive limit on recalls in flight; past the limit requests skip"
+            " memory at once (degraded: overload)."
+        ),
     )
     policy: MemoryPolicy = Field(
         default_factory=MemoryPolicy,

@@ -24,6 +24,7 @@ from memory.service import MemoryService
 from memory.tokens import TokenCounter
 from policies.budget import Candidate, Packed, memory_budget, pack
 from policies.decision import Decision, MemoryPolicy, PolicyInputError, decide, tenant_policy
+from proxy.admission import RecallAdmission
 from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, SessionSignals
 from proxy.errors import InvalidRequest
 from proxy.feedback import CalibrationBook
@@ -94,8 +95,7 @@ class MemoryInjector:
         self._calibration = calibration
         self._metrics = metrics
         self._signals = SessionSignals(capture)
-        self._max_inflight = max_inflight
-        self._inflight = 0
+        self._admission = RecallAdmission(max_inflight)
         self._policy = policy
         self._windows = windows
         self._tokens = tokens or TokenCounter()
@@ -123,27 +123,30 @@ class MemoryInjector:
         self._signals.observe_turn(scope, context.chat.messages, receipt)
         if not decision.inject:
             return Injection(status="off", decision=decision, scope=scope, receipt=receipt)
-        if self._inflight >= self._max_inflight:
+        if not self._admission.try_acquire():
             # Recall threads already queued cannot be stopped; piling more on only makes every
             # request miss its deadline. Shed memory, never the request.
             return self._degraded(scope, decision, receipt, "overload", 0.0)
         started = time.perf_counter()
+        deadline_s = decision.policy.recall_deadline_ms / 1000
         work = asyncio.ensure_future(self._recall_and_place(context, decision, scope, receipt))
-        self._inflight += 1
-        work.add_done_callback(self._recall_finished)
+
+        def finished(work: asyncio.Future[Injection]) -> None:
+            now = time.perf_counter()
+            self._admission.release(now - started, deadline_s, now)
+            self._metrics.recall_limit.set(self._admission.limit)
+            if not work.cancelled() and work.exception() is not None:
+                logger.debug("recall failed: %r", work.exception())
+
+        work.add_done_callback(finished)
         try:
-            done, _ = await asyncio.wait((work,), timeout=decision.policy.recall_deadline_ms / 1000)
+            done, _ = await asyncio.wait((work,), timeout=deadline_s)
             if work in done:
                 return work.result()
             reason = "deadline"
         except Exception as error:  # fail open: memory must never fail a chat request
             reason = type(error).__name__
         return self._degraded(scope, decision, receipt, reason, time.perf_counter() - started)
-
-    def _recall_finished(self, work: asyncio.Future[Injection]) -> None:
-        self._inflight -= 1
-        if not work.cancelled() and work.exception() is not None:
-            logger.debug("recall failed: %r", work.exception())
 
     def _degraded(
         self, scope: Scope, decision: Decision, receipt: Receipt, reason: str, seconds: float

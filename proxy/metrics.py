@@ -54,6 +54,11 @@ class Metrics:
             "Recalls whose confidence was below the tenant's threshold: nothing injected.",
             registry=self.registry,
         )
+        self.recall_limit = Gauge(
+            "memshadow_recall_concurrency_limit",
+            "Recalls allowed in flight (adapts: grows while recalls beat the deadline).",
+            registry=self.registry,
+        )
         self.memory_status = Counter(
             "memshadow_memory_status",
             "Chat requests by memory outcome (ok, abstained, off, degraded).",

@@ -403,3 +403,57 @@ async def test_too_many_recalls_in_flight_shed_memory_not_requests(
     assert first.headers["x-memory-status"] == second.headers["x-memory-status"] == "degraded"
     assert 'memshadow_memory_degraded_total{reason="overload"} 1.0' in metrics
     assert 'memshadow_memory_degraded_total{reason="deadline"} 1.0' in metrics
+
+
+class LaggingMemories(MemoryService):
+    delay_s = 0.2
+
+    async def search(self, scope: Scope, query: str, **kwargs: Any) -> RecallResult:
+        await asyncio.sleep(self.delay_s)
+        return RecallResult()
+
+
+def _metric(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(name))
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_recall_limit_shrinks_when_recalls_miss_their_deadline_and_grows_back(
+    settings: Settings,
+    registry: TenantRegistry,
+    tenant_key: str,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+) -> None:
+    memories = LaggingMemories(tmp_path / "mem", FakeEmbedder())
+    await memories.start()
+    ceiling = settings.memory.model_copy(update={"max_concurrent_recalls": 4})
+    app = build_app(settings.model_copy(update={"memory": ceiling}), registry=registry,
+                    memories=memories)  # fmt: skip
+    raw = json.dumps({"model": "m", "messages": _conversation("hello again")}).encode()
+
+    async def burst() -> list[str]:
+        answers = await asyncio.gather(*(http.post(CHAT, content=raw) for _ in range(4)))
+        assert all(a.status_code == 200 for a in answers)
+        await asyncio.sleep(memories.delay_s + 0.1)  # the abandoned recalls finish
+        return sorted(a.headers["x-memory-status"] for a in answers)
+
+    async with in_process(app, tenant_key) as http:
+        assert await burst() == ["degraded"] * 4  # all four admitted, all missed the deadline
+        metrics = (await http.get("/metrics")).text
+        assert _metric(metrics, 'memshadow_memory_degraded_total{reason="deadline"}') == 4
+        assert _metric(metrics, "memshadow_recall_concurrency_limit") == 2
+
+        await burst()  # two admitted (and late again), two shed at once
+        metrics = (await http.get("/metrics")).text
+        assert _metric(metrics, 'memshadow_memory_degraded_total{reason="overload"}') == 2
+        assert _metric(metrics, 'memshadow_memory_degraded_total{reason="deadline"}') == 6
+        assert _metric(metrics, "memshadow_recall_concurrency_limit") == 1
+
+        memories.delay_s = 0.0  # the store recovers: recalls beat the deadline again
+        for _ in range(6):
+            answer = await http.post(CHAT, content=raw)
+            assert answer.headers["x-memory-status"] == "abstained"
+        metrics = (await http.get("/metrics")).text
+        assert _metric(metrics, "memshadow_recall_concurrency_limit") == 3
+    await memories.aclose()
