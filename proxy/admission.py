@@ -6,14 +6,23 @@ it while its work is still paid for: under load a fixed cap of 16 left 99% of re
 degraded. The right limit depends on the machine, the scope sizes and the load, so it is
 learnt the way TCP learns a congestion window: it grows by about one per limit's worth of
 recalls that finish well inside their deadline, and halves when one misses it (at most once
-per deadline, since the recalls queued behind a miss miss it for the same reason). Requests
-past the limit skip memory at once (``degraded: overload``) instead of waiting to miss.
+per deadline, since the recalls queued behind a miss miss it for the same reason).
+
+A request past the limit waits for a slot, first come first served, but never past its own
+deadline: then it skips memory (``degraded: overload``). Waiting here rather than in the
+thread pool's queue means a recall whose request has given up never starts, so no CPU goes to
+answers nobody reads, and callers are slowed to the pace memory can serve instead of being
+sent around faster without it.
 
 Hand-written rather than a dependency: the algorithm is a dozen lines, and the maintained
 Python packages for it are tied to gRPC or to a web framework's middleware.
 """
 
 from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
 
 # A recall that took less than this share of its deadline leaves room for one more in flight.
 _COMFORTABLE_SHARE = 0.5
@@ -31,6 +40,7 @@ class RecallAdmission:
         self._limit = float(ceiling)
         self._inflight = 0
         self._last_decrease = float("-inf")
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def limit(self) -> int:
@@ -40,14 +50,46 @@ class RecallAdmission:
     def inflight(self) -> int:
         return self._inflight
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
     def try_acquire(self) -> bool:
-        if self._inflight >= int(self._limit):
+        """A slot now, or False; never jumps the queue of waiting requests."""
+        if self._waiters or self._inflight >= int(self._limit):
             return False
         self._inflight += 1
         return True
 
+    async def acquire(self, timeout_s: float) -> bool:
+        """A slot within ``timeout_s``, or False (and no slot held)."""
+        if self.try_acquire():
+            return True
+        if timeout_s <= 0:
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        granted = False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter
+            granted = True
+        except TimeoutError:
+            pass
+        finally:
+            if granted:
+                pass  # the slot is the caller's until release()
+            elif waiter.done() and not waiter.cancelled():
+                # Granted just as the time ran out or the request was cancelled: pass it on.
+                self._inflight -= 1
+                self._grant()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        return granted
+
     def release(self, seconds: float, deadline_s: float, now: float) -> None:
-        """One admitted recall finished after ``seconds``; ``now`` is a monotonic clock."""
+        """An admitted recall ran for ``seconds`` after its slot; ``now`` is a monotonic clock."""
         self._inflight -= 1
         if seconds > deadline_s:
             if now - self._last_decrease >= deadline_s:
@@ -55,3 +97,11 @@ class RecallAdmission:
                 self._last_decrease = now
         elif seconds < deadline_s * _COMFORTABLE_SHARE:
             self._limit = min(self._ceiling, self._limit + 1.0 / self._limit)
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self._inflight < int(self._limit):
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # skip those who gave up
+                self._inflight += 1
+                waiter.set_result(None)

@@ -123,24 +123,28 @@ class MemoryInjector:
         self._signals.observe_turn(scope, context.chat.messages, receipt)
         if not decision.inject:
             return Injection(status="off", decision=decision, scope=scope, receipt=receipt)
-        if not self._admission.try_acquire():
-            # Recall threads already queued cannot be stopped; piling more on only makes every
-            # request miss its deadline. Shed memory, never the request.
-            return self._degraded(scope, decision, receipt, "overload", 0.0)
         started = time.perf_counter()
         deadline_s = decision.policy.recall_deadline_ms / 1000
+        if not await self._admission.acquire(deadline_s):
+            # Every recall slot stayed busy for the whole deadline: shed memory, never the
+            # request (see proxy.admission for why it waits here and not in a thread queue).
+            return self._degraded(
+                scope, decision, receipt, "overload", time.perf_counter() - started
+            )
+        admitted = time.perf_counter()
         work = asyncio.ensure_future(self._recall_and_place(context, decision, scope, receipt))
 
         def finished(work: asyncio.Future[Injection]) -> None:
             now = time.perf_counter()
-            self._admission.release(now - started, deadline_s, now)
+            self._admission.release(now - admitted, deadline_s, now)
             self._metrics.recall_limit.set(self._admission.limit)
             if not work.cancelled() and work.exception() is not None:
                 logger.debug("recall failed: %r", work.exception())
 
         work.add_done_callback(finished)
         try:
-            done, _ = await asyncio.wait((work,), timeout=deadline_s)
+            remaining_s = deadline_s - (admitted - started)
+            done, _ = await asyncio.wait((work,), timeout=remaining_s)
             if work in done:
                 return work.result()
             reason = "deadline"
