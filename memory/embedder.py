@@ -299,6 +299,10 @@ class OnnxEmbedder:
             options.intra_op_num_threads = intra_op_threads  # 0 = ORT's default, one per core
             options.inter_op_num_threads = 1
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Idle pool threads spin by default: on 2 shared cores they burn the CPU that the
+            # event loop, the writer and the other session need (a 640-text batch while other
+            # benchmarks ran: 78-343 texts/s spinning, 98-308 not, at less CPU per text).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return options
 
         # Two sessions of one graph (~23 MB each): queries (a text or a few) run on one

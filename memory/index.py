@@ -342,7 +342,7 @@ class ScopeIndex:
             keyword_top = matched[_top(keyword[matched], limit)]
             boost = np.float32(1.0 + _DATED_BOOST)
             if exact or n <= PREFILTER_MIN_ROWS or searched <= PREFILTER_SHORTLIST:
-                sims = in_context(self._vectors[:n] @ query_vector, link)
+                sims = in_context(_scan(self._vectors, n, query_vector), link)
                 if dated is not None:
                     sims = np.where(dated & (sims > 0), sims * boost, sims)
                 vector_top = _top(np.where(allowed, sims, -np.inf), min(limit, searched))
@@ -492,6 +492,21 @@ def _dots(
         block = buffer[: len(chunk)]
         np.take(matrix, chunk, axis=0, out=block)
         np.dot(block, query, out=out[start : start + len(chunk)])
+    return out
+
+
+def _scan(
+    matrix: npt.NDArray[np.float32], n: int, query: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """``matrix[:n] @ query`` in blocks of 4,096 rows: one product over the whole scope goes
+    to OpenBLAS's thread pool, whose threads then fight the other recall thread and the
+    ONNX sessions for 2 cores (10k rows: p50 0.77-1.55 ms, p99 1.1-8 ms whole; 0.64-0.67 ms,
+    p99 0.9-1.2 ms in blocks, same run)."""
+    query = np.asarray(query, np.float32)
+    out = np.empty(n, np.float32)
+    for start in range(0, n, 4096):
+        stop = min(start + 4096, n)
+        np.dot(matrix[start:stop], query, out=out[start:stop])
     return out
 
 

@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from memory.embedder import Embedder
+from memory.embedder import CachedEmbedder, Embedder
 from memory.model import Memory
 from memory.store import Change, MemoryStore, Vectors
 from policies.supersession import Claim, Fact, Supersession, extract_fact, resolve, triggers
@@ -184,7 +184,8 @@ class Ingestor:
     ) -> None:
         self._wal = WriteAheadLog(wal_dir)
         self._store = store
-        self._embedder = embedder
+        # Memories are embedded once: through the query cache they would only evict queries.
+        self._embedder = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
         self._batch_size = batch_size
         self._max_delay_s = max_delay_s
         self._near_duplicate = near_duplicate
