@@ -201,7 +201,11 @@ class CaptureQueue:
             )
         if self._metrics is not None:
             self._metrics.feedback.labels(kind).inc()
-        logger.info("implicit %s signal: tenant=%s memories=%d", kind, receipt.tenant, len(fresh))
+        events.info(
+            "feedback received: tenant=%s kind=%s memories=%d", receipt.tenant, kind, len(fresh),
+            extra={"event": "feedback.received", "tenant": receipt.tenant, "kind": kind,
+                   "completion_id": receipt.completion_id, "value": weight, "memory_ids": fresh},
+        )  # fmt: skip
 
     async def _capture(self, job: CaptureJob) -> None:
         answer = parse_answer(job.chunks, job.streamed)
@@ -230,8 +234,10 @@ class CaptureQueue:
         stored = await self._memories.store(job.scope, items)
         self._ledger.remember(job.scope, fresh)
         events.info(
-            "memory stored: tenant=%s source=capture count=%d", job.scope.tenant, len(stored)
-        )
+            "memory stored: tenant=%s source=capture count=%d", job.scope.tenant, len(stored),
+            extra={"event": "memory.stored", "tenant": job.scope.tenant, "source": "capture",
+                   "memory_ids": [m.id for m in stored]},
+        )  # fmt: skip
 
 
 class SessionSignals:

@@ -192,6 +192,9 @@ class MemoryInjector:
             events.info(
                 "injection abstained: tenant=%s confidence=%.3f threshold=%.3f",
                 scope.tenant, confidence, threshold,
+                extra={"event": "injection.abstained", "tenant": scope.tenant,
+                       "request_id": context.request_id, "confidence": confidence,
+                       "threshold": threshold},
             )  # fmt: skip
             return Injection(
                 "abstained", confidence=confidence, decision=decision, scope=scope, receipt=receipt

@@ -15,7 +15,7 @@ from proxy.errors import InvalidRequest, NotFound
 from proxy.routes.memories import Context, MemoryUnavailable
 
 router = APIRouter()
-logger = logging.getLogger("memshadow.events")
+events = logging.getLogger("memshadow.events")
 
 
 class FeedbackBody(BaseModel):
@@ -67,13 +67,12 @@ async def feedback(
     if not receipt.calibrated and raw is not None and body.value != 0:
         services.calibration.record(tenant, raw, body.value > 0, abs(body.value))
         receipt.calibrated = True
-    logger.info(
+    events.info(
         "feedback received: tenant=%s completion=%s value=%.2f memories=%d",
-        tenant,
-        body.completion_id,
-        body.value,
-        len(fresh),
-    )
+        tenant, body.completion_id, body.value, len(fresh),
+        extra={"event": "feedback.received", "tenant": tenant, "kind": "explicit",
+               "completion_id": body.completion_id, "value": body.value, "memory_ids": fresh},
+    )  # fmt: skip
     services.metrics.feedback.labels("explicit").inc()
     return {
         "object": "feedback",

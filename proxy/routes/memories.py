@@ -134,7 +134,11 @@ async def store(
         stored = await tenant.memories.store(tenant.scope(body.user, body.session), body.items)
     except InvalidMemory as error:
         raise _bad(error) from None
-    events.info("memory stored: tenant=%s source=api count=%d", tenant.id, len(stored))
+    events.info(
+        "memory stored: tenant=%s source=api count=%d", tenant.id, len(stored),
+        extra={"event": "memory.stored", "tenant": tenant.id, "source": "api",
+               "memory_ids": [m.id for m in stored]},
+    )  # fmt: skip
     return {"object": "list", "data": [public(m) for m in stored]}
 
 
