@@ -68,3 +68,15 @@ async def test_wrong_method_is_openai_shaped(client: httpx.AsyncClient, method: 
     response = await getattr(client, method)("/v1/chat/completions")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_start_up_objects_are_kept_out_of_full_collections_while_serving(
+    settings: Settings, registry: TenantRegistry, tenant_key: str
+) -> None:
+    import gc
+
+    app = build_app(settings, registry=registry)
+    async with in_process(app, tenant_key) as http:
+        assert (await http.get("/health")).status_code == 200
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0  # handed back to the collector at shutdown
