@@ -21,8 +21,15 @@ per answered question), evidence recall (fraction of a question's evidence turns
 an abstention counts 0), abstentions, memories and tokens injected, the calibration's ECE and
 threshold. Goal: precision up at least 15 points after 5 rounds of feedback (round 6 vs 1).
 
-    .venv/bin/python -m bench.feedback_sim                          # real MiniLM, ~3 minutes
+    .venv/bin/python -m bench.feedback_sim                          # real MiniLM, ~1 minute
     .venv/bin/python -m bench.feedback_sim --embedder fake --rounds 2 --questions 30
+
+Last run (real MiniLM): precision 6.0% → 25.8% after 5 rounds (+19.8 points), evidence recall
+86.4% → 91.0%, 17.1 → 4.3 memories and 815 → 281 tokens per injection. Before the floors in
+``memory.retrieval.rank`` it was 5.0% → 4.7%: the usefulness factor alone re-orders, and each
+sunk memory was replaced by the next-best noise. A floor on the posterior mean alone (0.3)
+reached +23 points but lost 13 points of recall: evidence turns of one question are noise for
+others, so they collect failures too; hence "never credited useful" in the floor.
 """
 
 from __future__ import annotations

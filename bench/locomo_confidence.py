@@ -26,6 +26,26 @@ mapped to turns). Reported:
   memory) against abstention and injected-evidence recall on categories 1-4 (at threshold 0
   vs 0.2). Before any feedback the proxy's rule is exactly ``confidence >= threshold``, so
   this is read off the same run.
+
+The confidence is :func:`policies.confidence.confidence` over the features
+:func:`memory.retrieval.confidence_features` measures; its coefficients are refitted and
+cross-checked by :mod:`bench.confidence_fit`. Last runs (real MiniLM, categories 1-4):
+
+- before (0.65·similarity + 0.25·agreement + 0.10·margin): AUROC 0.65, ECE 0.061 raw /
+  0.033 calibrated;
+- now, ``memory/service.py`` not yet passing the query to ``rank`` (coverage and query shape
+  neutral): AUROC 0.799, ECE 0.022 raw; second half 0.784, ECE 0.020 raw / 0.011 calibrated;
+- with the query passed (the same tree, that one-line change applied): AUROC 0.821, ECE 0.034
+  raw; second half 0.819, ECE 0.049 raw / 0.031 calibrated.
+
+Category 5 is not separated: its confidence (mean 0.91-0.94) is as high as that of answerable
+questions (AUROC for "answerable" 0.42-0.45), and nothing abstains at 0.2. An adversarial
+question names the wrong person ("What did Caroline realize after her charity race?" when
+Melanie ran it), and retrieval finds the right memories all the same. A speaker-attribution
+penalty (the query's named person is not the speaker of the best candidates) was measured:
+abstaining on half of category 5 also abstains on 30% of categories 1-4 (injected recall
+84% → 60%) and lowers the AUROC to 0.64, so it is not in the model. Telling whose fact a
+memory states needs a reader, not retrieval statistics.
 """
 
 from __future__ import annotations
