@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -209,19 +210,26 @@ def confidence_features(
     )
 
 
+# Tokenising the pool is most of the cost of the features (~1 ms for 50 candidates); the same
+# memories come back query after query, so their terms are remembered (bounded, pure).
+@lru_cache(maxsize=16_384)
+def _terms_of(text: str) -> frozenset[str]:
+    # memory.index imports this module (time_windows): import its tokenizer at call time.
+    from memory.index import terms
+
+    return frozenset(terms(text))
+
+
 def _coverage(query: str, candidates: Candidates, top: int) -> float:
     """IDF-weighted share of the query's terms in the best candidate; 1.0 without a query.
 
     Document frequencies come from the candidate pool: a query word in every candidate says
     little about which one answers it.
     """
-    # memory.index imports this module (time_windows): import its tokenizer at call time.
-    from memory.index import terms
-
-    wanted = set(terms(query))
+    wanted = _terms_of(query)
     if not wanted:
         return 1.0
-    pool = [set(terms(m.content)) for m in candidates.memories]
+    pool = [_terms_of(m.content) for m in candidates.memories]
     weight = {t: float(np.log1p(len(pool) / (1 + sum(t in d for d in pool)))) for t in wanted}
     total = sum(weight.values())
     return sum(w for t, w in weight.items() if t in pool[top]) / total if total else 1.0
