@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from memory.model import Recalled, RecallResult
 from memory.store import Candidates
-from memory.usefulness import UsefulnessPrior, posterior_mean, prior_weight
+from memory.usefulness import UsefulnessPrior, keeps_failing, posterior_mean, prior_weight
 from policies.confidence import ConfidenceFeatures, confidence, speculative
 from policies.retention import DEFAULT_RETENTION, RetentionPolicy, decay
 
@@ -144,16 +144,18 @@ def _usefulness(candidates: Candidates, prior: UsefulnessPrior) -> Floats:
 
 
 def _eligible(
-    candidates: Candidates, final: Floats, useful: Floats, weights: RecallWeights
+    candidates: Candidates, final: Floats, prior: UsefulnessPrior, weights: RecallWeights
 ) -> npt.NDArray[np.bool_]:
     """Candidates above both floors: not failing, and not in the weak tail."""
-    outcomes = np.asarray([m.useful + m.not_useful for m in candidates.memories], np.float64)
-    helped = np.asarray([m.useful >= 1.0 for m in candidates.memories])
-    failing = (
-        (outcomes >= weights.usefulness_min_evidence)
-        & (useful < weights.usefulness_floor)
-        & ~helped
-    )
+    failing = np.asarray(
+        [
+            keeps_failing(
+                m.useful, m.not_useful, prior,
+                floor=weights.usefulness_floor, min_outcomes=weights.usefulness_min_evidence,
+            )
+            for m in candidates.memories
+        ]
+    )  # fmt: skip
     # The tail is cut relative to the best match in the pool, failing or not: how well the
     # query can be matched is a property of the pool, and once feedback sinks the memories
     # that kept failing, the set should shrink rather than refill with weaker noise.
@@ -262,7 +264,7 @@ def rank(
         * np.asarray([prior_weight(u, weights.usefulness_strength) for u in useful])
     )
     tokens = [m.tokens for m in candidates.memories]
-    eligible = _eligible(candidates, final, useful, weights)
+    eligible = _eligible(candidates, final, prior, weights)
     chosen = _mmr(final, candidates.vectors, tokens, k, max_tokens, weights.mmr_lambda, eligible)
     if not chosen:
         return RecallResult(items=[], confidence=0.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["UsefulnessPrior", "evidence", "posterior_mean", "prior_weight"]
+__all__ = ["UsefulnessPrior", "evidence", "keeps_failing", "posterior_mean", "prior_weight"]
 
 
 @dataclass(frozen=True)
@@ -43,3 +43,18 @@ def prior_weight(mean: float, strength: float = 0.5) -> float:
     Bounded so that usefulness re-orders close calls without overriding relevance.
     """
     return 1.0 + strength * (mean - 0.5)
+
+
+def keeps_failing(
+    useful: float, not_useful: float, prior: UsefulnessPrior, *, floor: float, min_outcomes: float
+) -> bool:
+    """Enough outcomes, a posterior mean under ``floor``, and never once credited useful.
+
+    A memory credited even once has shown it can help some request: usefulness is counted per
+    memory while relevance is per request, so its failures on other requests do not condemn it.
+    """
+    return (
+        useful < 1.0
+        and useful + not_useful >= min_outcomes
+        and posterior_mean(useful, not_useful, prior) < floor
+    )

@@ -7,7 +7,7 @@ import numpy as np
 from memory.model import RecallResult
 from memory.retrieval import RecallWeights, confidence_features, rank
 from memory.store import Candidates
-from memory.usefulness import UsefulnessPrior, posterior_mean
+from memory.usefulness import UsefulnessPrior, keeps_failing, posterior_mean
 from tests.memory.test_ranking import EMB, NOW, index_of, memory, recall
 
 NO_TAIL_CUT = RecallWeights(relative_floor=0.0)
@@ -105,3 +105,16 @@ def test_confidence_is_higher_on_topic_and_reads_the_query() -> None:
     off_topic = confidence_for("How do quasars emit x-rays?")
     assert on_topic > speculative > off_topic
     assert 0.0 <= off_topic < 0.2 < on_topic <= 1.0
+
+
+def test_keeps_failing_needs_evidence_a_low_posterior_and_no_success() -> None:
+    prior = UsefulnessPrior()
+
+    def failing(useful: float, not_useful: float) -> bool:
+        return keeps_failing(useful, not_useful, prior, floor=0.3, min_outcomes=3.0)
+
+    assert not failing(0, 2)  # too little evidence
+    assert failing(0, 3)  # 2 / 7 = 0.29
+    assert not failing(1, 20)  # helped once: sinks in the ranking, is not dropped
+    assert not failing(0.5, 2.5)  # a neutral score (0.0) counts half each way: mean 0.36
+    assert failing(0.5, 4.5)  # mean 0.25, and never a full success
