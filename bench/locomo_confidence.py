@@ -34,9 +34,11 @@ cross-checked by :mod:`bench.confidence_fit`. Last runs (real MiniLM, categories
 - before (0.65·similarity + 0.25·agreement + 0.10·margin): AUROC 0.65, ECE 0.061 raw /
   0.033 calibrated;
 - now, ``memory/service.py`` not yet passing the query to ``rank`` (coverage and query shape
-  neutral): AUROC 0.799, ECE 0.022 raw; second half 0.784, ECE 0.020 raw / 0.011 calibrated;
-- with the query passed (the same tree, that one-line change applied): AUROC 0.821, ECE 0.034
-  raw; second half 0.819, ECE 0.049 raw / 0.031 calibrated.
+  neutral): AUROC 0.788-0.799, ECE 0.022-0.025 raw; second half 0.784-0.788, ECE 0.011-0.016
+  calibrated;
+- with the query passed (the same tree, that one-line change applied): AUROC 0.821-0.848, ECE
+  0.034-0.035 raw; second half 0.819-0.871, ECE 0.031-0.041 calibrated. Two runs each, a
+  commit of the index apart; ~55 questions without evidence make ±0.02 AUROC noise.
 
 Category 5 is not separated: its confidence (mean 0.91-0.94) is as high as that of answerable
 questions (AUROC for "answerable" 0.42-0.45), and nothing abstains at 0.2. An adversarial

@@ -5,9 +5,10 @@ of one recall; the proxy then calibrates the result per tenant (:mod:`policies.c
 and abstains below the tenant's threshold.
 
 The model is a logistic regression with fixed, rounded coefficients. They were fitted once on
-the LoCoMo development split (``bench/locomo_confidence.py``; label: an evidence turn is among
-the injected memories) and checked by leaving each conversation out in turn, so they carry
-what generalises across conversations, not per-question detail. What each feature says:
+the LoCoMo development split (``bench/confidence_fit.py``; label: an evidence turn is among
+the injected memories) and checked on held-out halves and by leaving each conversation out in
+turn, so they carry what generalises across conversations, not per-question detail. What each
+feature says:
 
 - ``margin``: the best cosine similarity minus the pool's median. A relevant memory stands
   out of the crowd of loosely related ones; an absolute similarity does not (MiniLM scores
@@ -22,8 +23,8 @@ what generalises across conversations, not per-question detail. What each featur
 - ``names_date``: the query names a date, and recall has already narrowed to memories from
   around it (:func:`memory.retrieval.time_windows`): few memories compete.
 - ``usefulness``: the mean usefulness posterior of the top candidates (0.5 without history).
-  Not fitted (the benchmark has no feedback): set so that a history of three useful outcomes
-  in four moves the log-odds by +1.
+  Not fitted (the benchmark has no feedback): set so that a posterior mean of 0.75 (seven
+  useful outcomes in eight, on the Beta(2, 2) prior) moves the log-odds by +1.
 """
 
 from __future__ import annotations
