@@ -58,8 +58,11 @@ PREFILTER_SHORTLIST = 1_000
 # Hamming distance ranks only coarsely: the Hamming top PREFILTER_CANDIDATES are scored exactly
 # and the best PREFILTER_SHORTLIST kept. 100k single user, vector recall@10 vs exhaustive with
 # the same scoring: Hamming top 1,000 alone 0.91 (derived vectors) / 0.71 (real ones against
-# out-of-domain questions), p50 5.1-6.6 ms; top 4,000 refined 0.99 / 0.91, 6.1-6.8 ms.
+# out-of-domain questions), p50 5.1-6.6 ms; top 4,000 refined 0.99 / 0.91, 6.1-6.8 ms. A
+# scope of 1M needs a wider net (derived vectors: 4,000 -> 0.93, 10,000 -> 0.96, 16,000 ->
+# 0.975), hence at least 1% of the rows.
 PREFILTER_CANDIDATES = 4_000
+PREFILTER_CANDIDATE_SHARE = 0.01
 
 
 def terms(text: str) -> list[str]:
@@ -461,10 +464,11 @@ class ScopeIndex:
         for word in range(1, len(signs)):
             distance += np.bitwise_count(self._bits[word, :n] ^ signs[word])
         distance[~allowed] = np.iinfo(np.uint16).max
-        # Hamming ranks are coarse: every row at least as close as the PREFILTER_CANDIDATES-th
+        # Hamming ranks are coarse: every row at least as close as the ``wanted``-th
         # (ties kept) is scored exactly, and the best PREFILTER_SHORTLIST of them stay.
         counts = np.cumsum(np.bincount(distance, minlength=1))
-        cut = int(np.searchsorted(counts, PREFILTER_CANDIDATES))
+        wanted = max(PREFILTER_CANDIDATES, int(PREFILTER_CANDIDATE_SHARE * n))
+        cut = int(np.searchsorted(counts, wanted))
         near = np.flatnonzero(distance <= cut)
         if len(near) > PREFILTER_SHORTLIST:
             cosine = _dots(self._vectors, near, query)
