@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from memory.model import Source, Tier
-from tests.memory.helpers import scope, searchable
+from tests.memory.helpers import scope, searchable, unsearchable
 
 
 async def _export(service, user: str = "alice") -> dict[str, dict]:
@@ -32,6 +32,7 @@ async def test_porto_wins_over_lyon(service, caplog: pytest.LogCaptureFixture) -
         ],
     )
     assert await searchable(service, scope(), "where does alice live porto", porto.id)
+    assert await unsearchable(service, scope(), "where do I live? Lyon or Porto", lyon.id)
     result = await service.search(scope(), "where do I live? Lyon or Porto", k=10)
     ids = [item.memory.id for item in result.items]
     assert porto.id in ids and lyon.id not in ids
