@@ -592,10 +592,9 @@ def _dots(
 def _scan(
     matrix: npt.NDArray[np.float32], n: int, query: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.float32]:
-    """``matrix[:n] @ query`` in blocks of 4,096 rows: one product over the whole scope goes
-    to OpenBLAS's thread pool, whose threads then fight the other recall thread and the
-    ONNX sessions for 2 cores (10k rows: p50 0.77-1.55 ms, p99 1.1-8 ms whole; 0.64-0.67 ms,
-    p99 0.9-1.2 ms in blocks, same run)."""
+    """``matrix[:n] @ query`` in blocks of 4,096 rows, so no temporary of the scope's size is
+    allocated. Blocks alone do not keep OpenBLAS single-threaded (each block is above its
+    threading threshold): the store limits BLAS to one thread at start."""
     query = np.asarray(query, np.float32)
     out = np.empty(n, np.float32)
     for start in range(0, n, 4096):

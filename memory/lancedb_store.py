@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.expr import Expr, col, lit
 from lancedb.index import BTree
+from threadpoolctl import threadpool_limits
 
 from memory.index import ScopeIndex
 from memory.model import InvalidMemory, Memory, Source, Tier, utcnow
@@ -164,6 +165,11 @@ class LanceMemoryStore:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
+        # Scope scans are memory-bound matrix-vector products that already run on the recall
+        # pool's two threads; OpenBLAS splitting each one over its own pool as well makes the
+        # threads fight for 2 cores (10k rows, another process busy: 8.3 ms of CPU and 17.8 ms
+        # wall per scan with OpenBLAS's pool, 2.5 / 4.5 ms without). Process-wide, on purpose.
+        threadpool_limits(1, user_api="blas")
         if self._uri.startswith(("s3://", "gs://", "az://")) is False:
             Path(self._uri).mkdir(parents=True, exist_ok=True)
         self._db = await asyncio.to_thread(lancedb.connect, self._uri)
