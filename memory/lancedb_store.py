@@ -12,6 +12,9 @@
 - Hot-path search is answered from per-(tenant, user) :class:`memory.index.ScopeIndex`
   objects, loaded lazily *on the writer thread* (so a load never races a write) and kept in
   sync by the writer; least recently used scopes are evicted past ``max_cached_rows``.
+- With a :class:`memory.peers.PeerFeed` (replicas sharing the tables), every commit is
+  announced to the other replicas and theirs are applied here (see :mod:`memory.peers`);
+  tables are then read at their latest version on every operation.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +42,7 @@ from lancedb.index import BTree
 
 from memory.index import ScopeIndex
 from memory.model import InvalidMemory, Memory, Source, Tier, utcnow
+from memory.peers import PeerFeed, TableChange, VersionLedger
 from memory.store import (
     Candidates,
     Change,
@@ -137,6 +142,8 @@ class LanceMemoryStore:
         max_cached_rows: int = 2_000_000,
         optimize_every: int = 32,
         vector_index_min_rows: int | None = 250_000,
+        peers: PeerFeed | None = None,
+        refresh_s: float = 5.0,
     ) -> None:
         self.model_id = model_id
         self.dimension = dimension
@@ -149,6 +156,13 @@ class LanceMemoryStore:
         self._tables_lock = threading.Lock()
         self._scopes: OrderedDict[tuple[str, str], ScopeIndex] = OrderedDict()
         self._scopes_lock = threading.Lock()
+        self._peers = peers
+        self._refresh_s = refresh_s
+        self._versions = VersionLedger()  # writer thread only
+        self._checked: dict[str, float] = {}  # tenant -> when its version was last checked
+        # Bumped whenever cached scopes are dropped: a load that raced the drop is not kept.
+        self._generation = 0
+        self._closed = False
         self._writes: dict[str, int] = {}
         self._indexed: set[str] = set()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="memshadow-lance-writer")
@@ -166,15 +180,44 @@ class LanceMemoryStore:
     async def start(self) -> None:
         if self._uri.startswith(("s3://", "gs://", "az://")) is False:
             Path(self._uri).mkdir(parents=True, exist_ok=True)
-        self._db = await asyncio.to_thread(lancedb.connect, self._uri)
+        # Shared with other replicas: read every table at its latest version, always.
+        consistency = timedelta(0) if self._peers is not None else None
+        self._db = await asyncio.to_thread(
+            lancedb.connect, self._uri, read_consistency_interval=consistency
+        )
+        if self._peers is not None:
+            self._peers.subscribe(self._on_peer_change, self._on_peer_gap)
 
     async def aclose(self) -> None:
+        self._closed = True
         await asyncio.to_thread(self._writer.shutdown, wait=True)
         await asyncio.to_thread(self._maintenance.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self._recall.shutdown, wait=True, cancel_futures=True)
 
     async def _on_writer(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    async def _write(self, tenant: str, op: Callable[[], T], **touched: Any) -> T:
+        """Run a mutation on the writer thread; with peers, account for the versions it
+        committed and announce them (awaited: a forget is announced before it returns)."""
+
+        def run() -> tuple[T, TableChange | None]:
+            if self._peers is None:
+                return op(), None
+            table = self._table(tenant, create=False)
+            before = table.version if table is not None else 0
+            result = op()
+            table = table or self._table(tenant, create=False)
+            after = table.version if table is not None else before
+            if after <= before:
+                return result, None
+            self._versions.note(tenant, before + 1, after)
+            return result, TableChange(tenant, before + 1, after, **touched)
+
+        result, change = await self._on_writer(run)
+        if change is not None and self._peers is not None:
+            await self._peers.publish(change)
+        return result
 
     # -- tables ------------------------------------------------------------------------
     def _table(self, tenant: str, *, create: bool) -> Any:
@@ -210,7 +253,11 @@ class LanceMemoryStore:
         self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
     ) -> None:
         if memories:
-            await self._on_writer(lambda: self._upsert(tenant, memories, vectors, new=new))
+            await self._write(
+                tenant,
+                lambda: self._upsert(tenant, memories, vectors, new=new),
+                ids=tuple(m.id for m in memories),
+            )
 
     def _upsert(
         self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
@@ -266,16 +313,27 @@ class LanceMemoryStore:
         """Compact now (and with ``cleanup`` drop old versions): used after a forget."""
         table = await asyncio.to_thread(self._table, tenant, create=False)
         if table is not None:
-            await self._on_writer(lambda: self._optimize(tenant, table, cleanup=cleanup))
+            await self._write(tenant, lambda: self._optimize(tenant, table, cleanup=cleanup))
 
     async def delete(self, tenant: str, ids: Sequence[str]) -> int:
-        return await self._on_writer(lambda: self._delete(tenant, col("id").isin(list(ids)), ids))
+        return await self._write(
+            tenant,
+            lambda: self._delete(tenant, col("id").isin(list(ids)), ids),
+            ids=tuple(ids),
+            removed=True,
+        )
 
     async def delete_scope(self, tenant: str, user: str, session: str | None) -> int:
         where = col("user") == lit(user)
         if session is not None:
             where = where & (col("session") == lit(session))
-        return await self._on_writer(lambda: self._delete(tenant, where, None, user, session))
+        return await self._write(
+            tenant,
+            lambda: self._delete(tenant, where, None, user, session),
+            user=user,
+            session=session,
+            removed=True,
+        )
 
     def _delete(
         self, tenant: str, where: Expr, ids: Sequence[str] | None,
@@ -302,8 +360,8 @@ class LanceMemoryStore:
         self, tenant: str, ids: Sequence[str], *,
         useful: float = 0.0, not_useful: float = 0.0, reinforced: int = 0,
     ) -> int:  # fmt: skip
-        return await self._on_writer(
-            lambda: self._touch(tenant, ids, useful, not_useful, reinforced)
+        return await self._write(
+            tenant, lambda: self._touch(tenant, ids, useful, not_useful, reinforced), ids=tuple(ids)
         )
 
     def _touch(
@@ -326,7 +384,7 @@ class LanceMemoryStore:
     async def mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
         if not changes:
             return []
-        return await self._on_writer(lambda: self._mark(tenant, changes))
+        return await self._write(tenant, lambda: self._mark(tenant, changes), ids=tuple(changes))
 
     def _mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
         """Read-modify-write on the writer thread: the liveness/tier guard cannot race a write."""
@@ -364,10 +422,21 @@ class LanceMemoryStore:
         table = self._table(tenant, create=False)
         if table is None:
             return None
+        generation = self._generation
+        if self._peers is not None:
+            with self._scopes_lock:
+                alone = not any(key[0] == tenant for key in self._scopes)
+            if alone:  # nothing cached of the tenant: account from this version on
+                self._versions.forget(tenant)
+            self._versions.start(tenant, table.version)
         memories, vectors = _from_arrow(tenant, self._query(table, _filter(ScopeFilter(user))))
         scope = ScopeIndex(self.dimension)
         scope.upsert(memories, vectors.reshape(len(memories), self.dimension))
         with self._scopes_lock:
+            if generation != self._generation:
+                # Another replica's change dropped scopes while this one was read: serve it
+                # to the search that asked, but do not keep what may be stale.
+                return scope
             self._scopes[(tenant, user)] = scope
             total = sum(s.rows for s in self._scopes.values())
             while total > self._max_cached_rows and len(self._scopes) > 1:
@@ -376,10 +445,80 @@ class LanceMemoryStore:
         return scope
 
     async def _scope(self, tenant: str, user: str) -> ScopeIndex | None:
+        self._check_later(tenant)
         scope = self._cached_scope(tenant, user)
         if scope is None:
             scope = await self._on_writer(lambda: self._load_scope(tenant, user))
         return scope
+
+    # -- other replicas (see memory.peers) -----------------------------------------------
+    def _on_peer_change(self, change: TableChange) -> None:
+        """On the event loop, as the announcement arrives: what it removed leaves RAM at
+        once; what it wrote is re-read from the table on the writer thread."""
+        if self._closed:
+            return
+        if change.removed:
+            self._drop(
+                change.tenant,
+                lambda user, scope: (
+                    user == change.user or any(scope.get(i) is not None for i in change.ids)
+                ),
+            )
+        self._writer.submit(self._apply_peer_change, change).add_done_callback(_log_failure)
+
+    def _on_peer_gap(self) -> None:
+        """Announcements may have been missed: trust nothing cached."""
+        dropped = self._drop(None, lambda user, scope: True)
+        if dropped:
+            log.info("peer feed was cut off; dropped %d cached scopes", dropped)
+
+    def _drop(self, tenant: str | None, doomed: Callable[[str, ScopeIndex], bool]) -> int:
+        with self._scopes_lock:
+            self._generation += 1
+            keys = [
+                key
+                for key, scope in self._scopes.items()
+                if (tenant is None or key[0] == tenant) and doomed(key[1], scope)
+            ]
+            for key in keys:
+                del self._scopes[key]
+        return len(keys)
+
+    def _apply_peer_change(self, change: TableChange) -> None:
+        self._versions.note(change.tenant, change.first_version, change.last_version)
+        if change.removed or not change.ids:
+            return
+        with self._scopes_lock:
+            cached = {k[1]: s for k, s in self._scopes.items() if k[0] == change.tenant}
+        table = self._table(change.tenant, create=False) if cached else None
+        if table is None:
+            return
+        found = self._query(table, col("id").isin(list(change.ids)))
+        memories, vectors = _from_arrow(change.tenant, found)
+        gone = set(change.ids) - {m.id for m in memories}
+        for user, scope in cached.items():
+            rows = [i for i, m in enumerate(memories) if m.user == user]
+            if rows:
+                scope.upsert([memories[i] for i in rows], vectors[rows])
+            if gone:
+                scope.remove(gone)
+
+    def _check_later(self, tenant: str) -> None:
+        """At most every ``refresh_s`` per tenant, look for commits nobody announced."""
+        if self._peers is None or self._closed:
+            return
+        now = time.monotonic()
+        if now - self._checked.get(tenant, float("-inf")) < self._refresh_s:
+            return
+        self._checked[tenant] = now
+        self._writer.submit(self._check_version, tenant).add_done_callback(_log_failure)
+
+    def _check_version(self, tenant: str) -> None:
+        table = self._table(tenant, create=False)
+        if table is not None and self._versions.missed(tenant, table.version):
+            dropped = self._drop(tenant, lambda user, scope: True)
+            self._versions.forget(tenant)
+            log.info("tenant %r changed unannounced; dropped %d cached scopes", tenant, dropped)
 
     async def candidates(
         self,
@@ -534,6 +673,12 @@ class LanceMemoryStore:
             memories, vectors = _from_arrow(tenant, pa.Table.from_batches([batch]))
             for memory, vector in zip(memories, vectors, strict=True):
                 yield memory, vector
+
+
+def _log_failure(future: Future[None]) -> None:
+    error = None if future.cancelled() else future.exception()
+    if error is not None:
+        log.warning("syncing with another replica failed (the version check heals it): %r", error)
 
 
 def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:

@@ -8,7 +8,8 @@
     ├── NotFound (404)
     ├── UpstreamError (the upstream's own status, passed through)
     ├── UpstreamUnavailable (502)
-    └── UpstreamTimeout (504)
+    ├── UpstreamTimeout (504)
+    └── SharedStateUnavailable (503)
 
 Every response the proxy produces on failure is
 ``{"error": {"message", "type", "param", "code"}}`` with the matching HTTP status, so the
@@ -114,6 +115,14 @@ class UpstreamTimeout(ProxyError):
     status_code = 504
     type = "upstream_error"
     code = "upstream_timeout"
+
+
+class SharedStateUnavailable(ProxyError):
+    """Redis (the state replicas share) did not answer; chat never raises this."""
+
+    status_code = 503
+    type = "server_error"
+    code = "shared_state_unavailable"
 
 
 def error_response(error: ProxyError, headers: dict[str, str] | None = None) -> Response:
