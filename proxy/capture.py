@@ -330,7 +330,7 @@ class AnswerObserver(StreamObserver):
             self._chunks.append(chunk)
 
     def on_end(self, completed: bool) -> None:
-        if completed and self._on_complete is not None:
-            self._on_complete(self._chunks)
         if self._on_finish is not None:
             self._on_finish()
+        if completed and self._on_complete is not None:
+            self._on_complete(self._chunks)

@@ -64,7 +64,7 @@ class RedisState:
         self._listening = False
         self._failing_until = 0.0
         self._down = False  # an outage is logged once, when it starts
-        metrics.shared_state_up.set(0)
+        metrics.shared_state_up.set_function(lambda: 1.0 if self.healthy else 0.0)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -81,14 +81,14 @@ class RedisState:
         return self._listening and time.monotonic() >= self._failing_until
 
     def _set_up(self, up: bool, error: BaseException | None = None) -> None:
-        self._metrics.shared_state_up.set(1 if up and self.healthy else 0)
+        """Log the start and the end of an outage, once each."""
         if not up and not self._down:
             self._down = True
             logger.warning(
                 "shared state (Redis) unavailable: memory runs degraded until it is back: %s",
                 error,
             )
-        elif up and self._down and self.healthy:
+        elif up and self._down:
             self._down = False
             logger.info("shared state (Redis) is back")
 
@@ -130,7 +130,7 @@ class RedisState:
             for name in names:
                 pipe.hsetnx(self._key(key), name, fields[name])
             if ttl_s is not None:
-                pipe.expire(self._key(key), math.ceil(ttl_s))
+                pipe.pexpire(self._key(key), math.ceil(ttl_s * 1000))
 
         results = await self._pipeline("claim", build)
         return [name for name, won in zip(names, results, strict=False) if won]
@@ -155,7 +155,7 @@ class RedisState:
     async def swap(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
         previous = await self._run(
             "swap",
-            lambda: self._client.set(self._key(key), value, ex=math.ceil(ttl_s), get=True),
+            lambda: self._client.set(self._key(key), value, px=math.ceil(ttl_s * 1000), get=True),
         )
         return previous if isinstance(previous, bytes) else None
 
