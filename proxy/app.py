@@ -23,7 +23,7 @@ from proxy.capture import CaptureQueue
 from proxy.errors import install_error_handlers
 from proxy.feedback import CalibrationBook
 from proxy.injection import MemoryInjector
-from proxy.keys import TenantRegistry
+from proxy.keys import TenantRegistry, registry_uri
 from proxy.memory_feed import SharedPeerFeed
 from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
@@ -90,11 +90,6 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=transport, timeout=timeout, trust_env=False, cookies=_NoCookies()
     )
-
-
-def registry_uri(settings: Settings) -> str:
-    """Tenants and keys live next to the memories, so replicas sharing a store share them."""
-    return f"{settings.store_root}/registry"
 
 
 async def open_memories(

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from redis import Redis as BlockingRedis
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -33,6 +34,7 @@ __all__ = ["RedisState"]
 logger = logging.getLogger("memshadow.shared_state")
 T = TypeVar("T")
 _ORIGIN_SEPARATOR = b"\n"
+NAMESPACE = "memshadow:"
 
 
 class RedisState:
@@ -45,7 +47,7 @@ class RedisState:
         *,
         timeout_s: float = 0.5,
         retry_s: float = 1.0,
-        namespace: str = "memshadow:",
+        namespace: str = NAMESPACE,
     ) -> None:
         self._client: Redis = Redis.from_url(
             url,
@@ -202,6 +204,15 @@ class RedisState:
             except (ValueError, KeyError, TypeError) as error:
                 # A malformed message (another version's?) must not stop the listener.
                 logger.warning("ignored a message on %s: %s", message["channel"], error)
+
+
+def publish_once(url: str, channel: str, message: bytes, *, timeout_s: float = 2.0) -> None:
+    """Broadcast from a process that is not a replica (the CLI); raises ``RedisError``."""
+    client = BlockingRedis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.publish(NAMESPACE + channel, b"cli" + _ORIGIN_SEPARATOR + message)
+    finally:
+        client.close()
 
 
 def _text(raw: bytes | str) -> str:
