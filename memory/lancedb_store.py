@@ -20,14 +20,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 import logging
-import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -41,8 +36,22 @@ from lancedb.expr import Expr, col, lit
 from lancedb.index import BTree
 
 from memory.index import ScopeIndex
-from memory.model import InvalidMemory, Memory, Source, Tier, utcnow
+from memory.lance_rows import (
+    DIM_KEY,
+    MODEL_KEY,
+    TENANT_KEY,
+    decode_cursor,
+    encode_cursor,
+    filter_expr,
+    from_arrow,
+    next_batch,
+    schema_for,
+    table_name,
+    to_arrow,
+)
+from memory.model import Memory, Tier, utcnow
 from memory.peers import PeerFeed, TableChange, VersionLedger
+from memory.scope_cache import ScopeCache
 from memory.store import (
     Candidates,
     Change,
@@ -57,77 +66,8 @@ __all__ = ["LanceMemoryStore", "table_name"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_MODEL_KEY = b"memshadow.embedder_model"
-_DIM_KEY = b"memshadow.embedder_dimension"
-_TENANT_KEY = b"memshadow.tenant"
 _SCALAR_COLUMNS = ("id", "user", "session")
 _STATS_COLUMNS = ["id", "user", "tier", "created_at", "last_used_at", "useful", "not_useful"]
-
-
-def table_name(tenant: str) -> str:
-    """A Lance-safe, collision-free table name for any tenant id."""
-    slug = re.sub(r"[^a-z0-9]+", "-", tenant.lower()).strip("-")[:40] or "tenant"
-    return f"t_{slug}_{hashlib.sha256(tenant.encode()).hexdigest()[:16]}"
-
-
-def _schema(model_id: str, dimension: int, tenant: str) -> pa.Schema:
-    ts = pa.timestamp("us", tz="UTC")
-    fields = [
-        ("id", pa.string()), ("user", pa.string()), ("session", pa.string()),
-        ("tier", pa.string()), ("source", pa.string()), ("content", pa.string()),
-        ("tokens", pa.int32()), ("content_hash", pa.string()), ("created_at", ts),
-        ("last_used_at", ts), ("useful", pa.float32()), ("not_useful", pa.float32()),
-        ("reinforced", pa.int32()), ("superseded_by", pa.string()), ("archived", pa.bool_()),
-        ("metadata", pa.string()), ("vector", pa.list_(pa.float32(), dimension)),
-    ]  # fmt: skip
-    metadata = {_MODEL_KEY: model_id.encode(), _DIM_KEY: str(dimension).encode(),
-                _TENANT_KEY: tenant.encode()}  # fmt: skip
-    return pa.schema([pa.field(name, kind) for name, kind in fields], metadata=metadata)
-
-
-def _to_arrow(memories: Sequence[Memory], vectors: Vectors, schema: pa.Schema) -> pa.Table:
-    columns: dict[str, list[Any]] = {name: [] for name in schema.names if name != "vector"}
-    for m in memories:
-        row = m.model_dump(exclude={"tenant"})
-        row["session"] = m.session or ""  # "" not NULL: equality filters stay simple
-        row["superseded_by"] = m.superseded_by or ""
-        row["tier"], row["source"] = m.tier.value, m.source.value
-        row["metadata"] = json.dumps(m.metadata, separators=(",", ":"), default=str)
-        for name in columns:
-            columns[name].append(row[name])
-    flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
-    dim = schema.field("vector").type.list_size
-    arrays = {n: pa.array(v, schema.field(n).type) for n, v in columns.items()}
-    arrays["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
-    return pa.Table.from_pydict(arrays, schema=schema)
-
-
-def _from_arrow(tenant: str, table: pa.Table) -> tuple[list[Memory], Vectors]:
-    rows = table.drop_columns(["vector"]).to_pylist() if "vector" in table.column_names else []
-    memories = []
-    for row in rows:
-        memories.append(Memory(
-            **{**row, "tenant": tenant, "session": row["session"] or None,
-               "superseded_by": row["superseded_by"] or None, "tier": Tier(row["tier"]),
-               "source": Source(row["source"]), "metadata": json.loads(row["metadata"] or "{}")}
-        ))  # fmt: skip
-    if table.num_rows == 0:
-        return memories, np.zeros((0, 0), np.float32)
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return memories, np.asarray(flat, np.float32).reshape(table.num_rows, -1)
-
-
-def _filter(scope: ScopeFilter) -> Expr:
-    where = col("id") != lit("")
-    if scope.user is not None:
-        where = where & (col("user") == lit(scope.user))
-    if scope.session is not None:
-        where = where & (col("session") == lit(scope.session))
-    if scope.tiers is not None:
-        where = where & col("tier").isin([t.value for t in sorted(scope.tiers)])
-    if not scope.include_inactive:
-        where = where & (col("superseded_by") == lit("")) & (col("archived") == lit(False))
-    return where
 
 
 class LanceMemoryStore:
@@ -148,20 +88,16 @@ class LanceMemoryStore:
         self.model_id = model_id
         self.dimension = dimension
         self._uri = str(uri)
-        self._max_cached_rows = max_cached_rows
         self._optimize_every = optimize_every
         self._vector_index_min_rows = vector_index_min_rows
         self._db: Any = None
         self._tables: dict[str, Any] = {}
         self._tables_lock = threading.Lock()
-        self._scopes: OrderedDict[tuple[str, str], ScopeIndex] = OrderedDict()
-        self._scopes_lock = threading.Lock()
+        self._scopes = ScopeCache(max_cached_rows)
         self._peers = peers
         self._refresh_s = refresh_s
         self._versions = VersionLedger()  # writer thread only
         self._checked: dict[str, float] = {}  # tenant -> when its version was last checked
-        # Bumped whenever cached scopes are dropped: a load that raced the drop is not kept.
-        self._generation = 0
         self._closed = False
         self._writes: dict[str, int] = {}
         self._indexed: set[str] = set()
@@ -231,7 +167,7 @@ class LanceMemoryStore:
             except ValueError:  # "Table ... was not found"
                 if not create:
                     return None
-                schema = _schema(self.model_id, self.dimension, tenant)
+                schema = schema_for(self.model_id, self.dimension, tenant)
                 table = self._db.create_table(name, schema=schema, exist_ok=True)
             self._check_model(tenant, table.schema)
             self._tables[name] = table
@@ -239,8 +175,8 @@ class LanceMemoryStore:
 
     def _check_model(self, tenant: str, schema: pa.Schema) -> None:
         meta = schema.metadata or {}
-        model = meta.get(_MODEL_KEY, b"?").decode()
-        dim = int(meta.get(_DIM_KEY, b"0"))
+        model = meta.get(MODEL_KEY, b"?").decode()
+        dim = int(meta.get(DIM_KEY, b"0"))
         if model != self.model_id or dim != self.dimension:
             raise ModelMismatch(
                 f"tenant {tenant!r}: its memories were embedded with {model!r} (dimension {dim})"
@@ -263,7 +199,7 @@ class LanceMemoryStore:
         self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
     ) -> None:
         table = self._table(tenant, create=True)
-        data = _to_arrow(memories, vectors, table.schema)
+        data = to_arrow(memories, vectors, table.schema)
         if new:
             # Ids the caller guarantees are not in the table: a plain append, which unlike
             # merge_insert does not join against the whole table.
@@ -275,7 +211,7 @@ class LanceMemoryStore:
         for i, memory in enumerate(memories):
             by_user.setdefault(memory.user, []).append(i)
         for user, rows in by_user.items():
-            scope = self._cached_scope(tenant, user)
+            scope = self._scopes.get(tenant, user)
             if scope is not None:
                 scope.upsert([memories[i] for i in rows], vectors[rows])
         self._after_write(tenant, table)
@@ -343,16 +279,13 @@ class LanceMemoryStore:
         if table is None or (ids is not None and not ids):
             return 0
         deleted = int(table.delete(where).num_deleted_rows)
-        with self._scopes_lock:
-            scopes = [(key, s) for key, s in self._scopes.items() if key[0] == tenant]
-        for (_, scope_user), scope in scopes:
+        for scope_user, scope in self._scopes.of_tenant(tenant).items():
             if ids is not None:
                 scope.remove(ids)
             elif scope_user == user and session is not None:
                 scope.remove_session(session)
             elif scope_user == user:
-                with self._scopes_lock:
-                    self._scopes.pop((tenant, scope_user), None)
+                self._scopes.drop(tenant, lambda doomed_user, _: doomed_user == user)
         self._after_write(tenant, table)
         return deleted
 
@@ -371,7 +304,7 @@ class LanceMemoryStore:
         table = self._table(tenant, create=False)
         if table is None or not ids:
             return 0
-        memories, vectors = _from_arrow(tenant, self._query(table, col("id").isin(list(ids))))
+        memories, vectors = from_arrow(tenant, self._query(table, col("id").isin(list(ids))))
         now = utcnow()
         updated = [m.model_copy(update={
             "useful": m.useful + useful, "not_useful": m.not_useful + not_useful,
@@ -391,7 +324,7 @@ class LanceMemoryStore:
         table = self._table(tenant, create=False)
         if table is None:
             return []
-        memories, vectors = _from_arrow(tenant, self._query(table, col("id").isin(list(changes))))
+        memories, vectors = from_arrow(tenant, self._query(table, col("id").isin(list(changes))))
         rows = [
             i for i, m in enumerate(memories)
             if m.live and changes[m.id].if_tier in (None, m.tier)
@@ -407,46 +340,30 @@ class LanceMemoryStore:
         query = table.search().where(where).limit(None)
         return (query.select(columns) if columns else query).to_arrow()
 
-    def _cached_scope(self, tenant: str, user: str) -> ScopeIndex | None:
-        with self._scopes_lock:
-            scope = self._scopes.get((tenant, user))
-            if scope is not None:
-                self._scopes.move_to_end((tenant, user))
-            return scope
-
     def _load_scope(self, tenant: str, user: str) -> ScopeIndex | None:
         """Runs on the writer thread, so no write can slip between the read and the cache."""
-        cached = self._cached_scope(tenant, user)
+        cached = self._scopes.get(tenant, user)
         if cached is not None:
             return cached
         table = self._table(tenant, create=False)
         if table is None:
             return None
-        generation = self._generation
+        generation = self._scopes.generation
         if self._peers is not None:
-            with self._scopes_lock:
-                alone = not any(key[0] == tenant for key in self._scopes)
-            if alone:  # nothing cached of the tenant: account from this version on
+            if not self._scopes.of_tenant(tenant):  # account from this version on
                 self._versions.forget(tenant)
             self._versions.start(tenant, table.version)
-        memories, vectors = _from_arrow(tenant, self._query(table, _filter(ScopeFilter(user))))
+        memories, vectors = from_arrow(tenant, self._query(table, filter_expr(ScopeFilter(user))))
         scope = ScopeIndex(self.dimension)
         scope.upsert(memories, vectors.reshape(len(memories), self.dimension))
-        with self._scopes_lock:
-            if generation != self._generation:
-                # Another replica's change dropped scopes while this one was read: serve it
-                # to the search that asked, but do not keep what may be stale.
-                return scope
-            self._scopes[(tenant, user)] = scope
-            total = sum(s.rows for s in self._scopes.values())
-            while total > self._max_cached_rows and len(self._scopes) > 1:
-                _, evicted = self._scopes.popitem(last=False)
-                total -= evicted.rows
+        # If another replica's change dropped scopes while this one was read, it is served
+        # to the search that asked but not kept: it may be stale.
+        self._scopes.keep(tenant, user, scope, generation)
         return scope
 
     async def _scope(self, tenant: str, user: str) -> ScopeIndex | None:
         self._check_later(tenant)
-        scope = self._cached_scope(tenant, user)
+        scope = self._scopes.get(tenant, user)
         if scope is None:
             scope = await self._on_writer(lambda: self._load_scope(tenant, user))
         return scope
@@ -458,7 +375,7 @@ class LanceMemoryStore:
         if self._closed:
             return
         if change.removed:
-            self._drop(
+            self._scopes.drop(
                 change.tenant,
                 lambda user, scope: (
                     user == change.user or any(scope.get(i) is not None for i in change.ids)
@@ -468,33 +385,20 @@ class LanceMemoryStore:
 
     def _on_peer_gap(self) -> None:
         """Announcements may have been missed: trust nothing cached."""
-        dropped = self._drop(None, lambda user, scope: True)
+        dropped = self._scopes.drop(None, lambda user, scope: True)
         if dropped:
             log.info("peer feed was cut off; dropped %d cached scopes", dropped)
-
-    def _drop(self, tenant: str | None, doomed: Callable[[str, ScopeIndex], bool]) -> int:
-        with self._scopes_lock:
-            self._generation += 1
-            keys = [
-                key
-                for key, scope in self._scopes.items()
-                if (tenant is None or key[0] == tenant) and doomed(key[1], scope)
-            ]
-            for key in keys:
-                del self._scopes[key]
-        return len(keys)
 
     def _apply_peer_change(self, change: TableChange) -> None:
         self._versions.note(change.tenant, change.first_version, change.last_version)
         if change.removed or not change.ids:
             return
-        with self._scopes_lock:
-            cached = {k[1]: s for k, s in self._scopes.items() if k[0] == change.tenant}
+        cached = self._scopes.of_tenant(change.tenant)
         table = self._table(change.tenant, create=False) if cached else None
         if table is None:
             return
         found = self._query(table, col("id").isin(list(change.ids)))
-        memories, vectors = _from_arrow(change.tenant, found)
+        memories, vectors = from_arrow(change.tenant, found)
         gone = set(change.ids) - {m.id for m in memories}
         for user, scope in cached.items():
             rows = [i for i, m in enumerate(memories) if m.user == user]
@@ -516,7 +420,7 @@ class LanceMemoryStore:
     def _check_version(self, tenant: str) -> None:
         table = self._table(tenant, create=False)
         if table is not None and self._versions.missed(tenant, table.version):
-            dropped = self._drop(tenant, lambda user, scope: True)
+            dropped = self._scopes.drop(tenant, lambda user, scope: True)
             self._versions.forget(tenant)
             log.info("tenant %r changed unannounced; dropped %d cached scopes", tenant, dropped)
 
@@ -578,9 +482,9 @@ class LanceMemoryStore:
             any_phrase = content.contains(lit(phrases[0]))
             for phrase in phrases[1:]:
                 any_phrase = any_phrase | content.contains(lit(phrase))
-            where = _filter(ScopeFilter(user)) & any_phrase
+            where = filter_expr(ScopeFilter(user)) & any_phrase
             found = table.search().where(where).limit(limit).to_arrow()
-            return _from_arrow(tenant, found)[0]
+            return from_arrow(tenant, found)[0]
 
         return await asyncio.to_thread(read)
 
@@ -589,7 +493,7 @@ class LanceMemoryStore:
             table = self._table(tenant, create=False)
             if table is None:
                 return []
-            rows = self._query(table, _filter(scope), _STATS_COLUMNS).to_pylist()
+            rows = self._query(table, filter_expr(scope), _STATS_COLUMNS).to_pylist()
             return [MemoryStats(**{**row, "tier": Tier(row["tier"])}) for row in rows]
 
         return await asyncio.to_thread(read)
@@ -611,7 +515,7 @@ class LanceMemoryStore:
             if not name.startswith("t_"):
                 continue
             meta = self._db.open_table(name).schema.metadata or {}
-            tenant = meta.get(_TENANT_KEY)
+            tenant = meta.get(TENANT_KEY)
             if tenant is not None and table_name(tenant.decode()) == name:
                 out.append(tenant.decode())
         return sorted(out)
@@ -625,7 +529,7 @@ class LanceMemoryStore:
             table = self._table(tenant, create=False)
             if table is None:
                 return None
-            memories, vectors = _from_arrow(tenant, self._query(table, col("id") == lit(memory_id)))
+            memories, vectors = from_arrow(tenant, self._query(table, col("id") == lit(memory_id)))
             return (memories[0], vectors[0]) if memories else None
 
         return await asyncio.to_thread(read)
@@ -639,22 +543,22 @@ class LanceMemoryStore:
         table = self._table(tenant, create=False)
         if table is None:
             return ListPage([], None)
-        keys = self._query(table, _filter(scope), ["id", "created_at"]).to_pylist()
+        keys = self._query(table, filter_expr(scope), ["id", "created_at"]).to_pylist()
         order = sorted((row["created_at"], row["id"]) for row in keys)
         start = 0
         if cursor is not None:
-            after = _decode_cursor(cursor)
+            after = decode_cursor(cursor)
             start = next((i for i, (t, i_) in enumerate(order) if (t.timestamp(), i_) > after),
                          len(order))  # fmt: skip
         page = order[start : start + limit]
         if not page:
             return ListPage([], None)
-        found, _ = _from_arrow(tenant, self._query(table, col("id").isin([i for _, i in page])))
+        found, _ = from_arrow(tenant, self._query(table, col("id").isin([i for _, i in page])))
         by_id = {m.id: m for m in found}
         items = [by_id[i] for _, i in page if i in by_id]
         more = start + limit < len(order)
         return ListPage(
-            items, _encode_cursor(page[-1][0].timestamp(), page[-1][1]) if more else None
+            items, encode_cursor(page[-1][0].timestamp(), page[-1][1]) if more else None
         )
 
     async def export(
@@ -664,13 +568,13 @@ class LanceMemoryStore:
         if table is None:
             return
         reader = await asyncio.to_thread(
-            lambda: table.search().where(_filter(scope)).limit(None).to_batches()
+            lambda: table.search().where(filter_expr(scope)).limit(None).to_batches()
         )
         while True:
-            batch = await asyncio.to_thread(_next_batch, reader)
+            batch = await asyncio.to_thread(next_batch, reader)
             if batch is None:
                 return
-            memories, vectors = _from_arrow(tenant, pa.Table.from_batches([batch]))
+            memories, vectors = from_arrow(tenant, pa.Table.from_batches([batch]))
             for memory, vector in zip(memories, vectors, strict=True):
                 yield memory, vector
 
@@ -679,22 +583,3 @@ def _log_failure(future: Future[None]) -> None:
     error = None if future.cancelled() else future.exception()
     if error is not None:
         log.warning("syncing with another replica failed (the version check heals it): %r", error)
-
-
-def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
-    try:
-        return reader.read_next_batch()
-    except StopIteration:
-        return None
-
-
-def _encode_cursor(timestamp: float, memory_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([timestamp, memory_id]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        timestamp, memory_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(timestamp), str(memory_id)
-    except (ValueError, TypeError) as error:
-        raise InvalidMemory("cursor", "is not one this server issued") from error
