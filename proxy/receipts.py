@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -68,7 +68,10 @@ class Receipt:
     def from_json(cls, raw: str | bytes) -> Receipt:
         body = orjson.loads(raw)
         body["memories"] = [InjectedMemory(**m) for m in body.get("memories") or []]
-        return cls(**body)
+        # Replicas of two versions may share Redis during a rolling upgrade: fields this
+        # version does not know are ignored.
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in body.items() if name in known})
 
     def to_public(self, credited: Mapping[str, float]) -> dict[str, Any]:
         body = asdict(self)

@@ -12,6 +12,7 @@ every ``retry_s``; after a reconnection every subscriber is told of the gap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -64,13 +65,18 @@ class RedisState:
         self._handlers: dict[str, list[tuple[MessageHandler, GapHandler]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
+        self._subscribed = asyncio.Event()  # the first subscription, awaited by start()
         self._failing_until = 0.0
         self._down = False  # an outage is logged once, when it starts
         metrics.shared_state_up.set_function(lambda: 1.0 if self.healthy else 0.0)
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, wait_s: float = 2.0) -> None:
+        """Start listening; wait (at most ``wait_s``) for the subscription, so that a replica
+        whose Redis answers does not serve its first requests degraded."""
         self._listener = asyncio.create_task(self._listen(), name="memshadow-redis-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), wait_s)
 
     async def aclose(self) -> None:
         if self._listener is not None:
@@ -176,6 +182,7 @@ class RedisState:
             try:
                 await pubsub.psubscribe(self._namespace + "*")
                 self._listening = True
+                self._subscribed.set()
                 self._set_up(True)
                 if connected_before:
                     self._gap()
