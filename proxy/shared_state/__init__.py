@@ -27,6 +27,7 @@ __all__ = [
 async def open_shared_state(settings: Settings, metrics: Metrics) -> AsyncIterator[SharedState]:
     """The shared state this deployment is configured for, open for the app's lifetime."""
     if settings.redis_url is None:
+        metrics.shared_state_up.set(1)  # in this process: always there
         yield InProcessState()
         return
     state = RedisState(settings.redis_url, metrics, timeout_s=settings.redis_timeout_s)
