@@ -29,6 +29,7 @@ from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
 from proxy.model_info import load_context_windows
 from proxy.pipeline import ChatMemory, NoMemory
+from proxy.rate_limit import RateLimiter
 from proxy.receipts import ReceiptStore
 from proxy.routes import admin, chat, feedback, health, passthrough
 from proxy.routes import memories as memories_routes
@@ -172,8 +173,11 @@ def create_app(
             engine = memories or await open_memories(settings, embedder, shared)
             if engine is not None and memories is None:
                 stack.push_async_callback(engine.aclose)
+            limiter = RateLimiter(shared)
+            await limiter.start()
+            stack.push_async_callback(limiter.aclose)
             services = await stack.enter_async_context(
-                _memory_side(settings, shared, engine, metrics, client)
+                _memory_side(settings, shared, engine, metrics, client, limiter)
             )
             logger.info(
                 "memshadow ready: upstream %s, data in %s, store %s, shared state %s",
@@ -200,6 +204,7 @@ def create_app(
         engine: MemoryService | None,
         metrics: Metrics,
         client: httpx.AsyncClient,
+        limiter: RateLimiter,
     ) -> AsyncIterator[Services]:
         """Receipts, calibration and capture over the shared state; the services. Closed
         (capture drained, receipts written, calibration saved) before the engine is."""
@@ -240,6 +245,7 @@ def create_app(
                 receipts=receipts,
                 calibration=calibration,
                 metrics=metrics,
+                limiter=limiter,
             )
         finally:
             if capture is not None:

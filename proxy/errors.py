@@ -6,6 +6,7 @@
     ├── AuthenticationFailed (401)
     ├── PermissionDenied (403)
     ├── NotFound (404)
+    ├── RateLimited (429, the tenant's own requests_per_minute)
     ├── UpstreamError (the upstream's own status, passed through)
     ├── UpstreamUnavailable (502)
     ├── UpstreamTimeout (504)
@@ -97,6 +98,14 @@ class NotFound(ProxyError):
     status_code = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class RateLimited(ProxyError):
+    """The tenant sent more requests than its policy allows; ``Retry-After`` says when."""
+
+    status_code = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
 
 
 class UpstreamError(ProxyError):
