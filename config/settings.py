@@ -94,6 +94,29 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = None
     redis_url: str | None = None
 
+    # --- scale-out ------------------------------------------------------------------------
+    store_uri: str | None = Field(
+        default=None,
+        description=(
+            "Where the LanceDB tables (memories, registry) live: a directory or s3://bucket/"
+            "prefix that several replicas share. Default: MEMSHADOW_DATA_DIR. The write-ahead"
+            " log and the models stay under MEMSHADOW_DATA_DIR, on each replica's disk."
+        ),
+    )
+    redis_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Socket timeout of every Redis command; past it the command has failed.",
+    )
+    store_refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "With Redis: how often a replica checks a shared table's version for changes it"
+            " was not told about (a missed broadcast), and reloads what it caches if so."
+        ),
+    )
+
     # --- serving --------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8080
@@ -117,6 +140,11 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = Field(default=30.0, ge=0)
 
     memory: MemorySettings = Field(default_factory=MemorySettings)
+
+    @property
+    def store_root(self) -> str:
+        """The LanceDB root: ``store_uri``, else the data directory (the embedded default)."""
+        return (self.store_uri or str(self.data_dir)).rstrip("/")
 
     @field_validator("upstream_base_url")
     @classmethod

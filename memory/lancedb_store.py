@@ -12,20 +12,19 @@
 - Hot-path search is answered from per-(tenant, user) :class:`memory.index.ScopeIndex`
   objects, loaded lazily *on the writer thread* (so a load never races a write) and kept in
   sync by the writer; least recently used scopes are evicted past ``max_cached_rows``.
+- With a :class:`memory.peers.PeerFeed` (replicas sharing the tables), every commit is
+  announced to the other replicas and theirs are applied here (see :mod:`memory.peers`);
+  tables are then read at their latest version on every operation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 import logging
-import re
 import threading
-from collections import OrderedDict
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +37,22 @@ from lancedb.index import BTree
 from threadpoolctl import threadpool_limits
 
 from memory.index import ScopeIndex
-from memory.model import InvalidMemory, Memory, Source, Tier, utcnow
+from memory.lance_rows import (
+    DIM_KEY,
+    MODEL_KEY,
+    TENANT_KEY,
+    decode_cursor,
+    encode_cursor,
+    filter_expr,
+    from_arrow,
+    next_batch,
+    schema_for,
+    table_name,
+    to_arrow,
+)
+from memory.model import Memory, Tier, utcnow
+from memory.peers import PeerFeed, TableChange, VersionLedger
+from memory.scope_cache import ScopeCache
 from memory.store import (
     Candidates,
     Change,
@@ -53,77 +67,8 @@ __all__ = ["LanceMemoryStore", "table_name"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_MODEL_KEY = b"memshadow.embedder_model"
-_DIM_KEY = b"memshadow.embedder_dimension"
-_TENANT_KEY = b"memshadow.tenant"
 _SCALAR_COLUMNS = ("id", "user", "session")
 _STATS_COLUMNS = ["id", "user", "tier", "created_at", "last_used_at", "useful", "not_useful"]
-
-
-def table_name(tenant: str) -> str:
-    """A Lance-safe, collision-free table name for any tenant id."""
-    slug = re.sub(r"[^a-z0-9]+", "-", tenant.lower()).strip("-")[:40] or "tenant"
-    return f"t_{slug}_{hashlib.sha256(tenant.encode()).hexdigest()[:16]}"
-
-
-def _schema(model_id: str, dimension: int, tenant: str) -> pa.Schema:
-    ts = pa.timestamp("us", tz="UTC")
-    fields = [
-        ("id", pa.string()), ("user", pa.string()), ("session", pa.string()),
-        ("tier", pa.string()), ("source", pa.string()), ("content", pa.string()),
-        ("tokens", pa.int32()), ("content_hash", pa.string()), ("created_at", ts),
-        ("last_used_at", ts), ("useful", pa.float32()), ("not_useful", pa.float32()),
-        ("reinforced", pa.int32()), ("superseded_by", pa.string()), ("archived", pa.bool_()),
-        ("metadata", pa.string()), ("vector", pa.list_(pa.float32(), dimension)),
-    ]  # fmt: skip
-    metadata = {_MODEL_KEY: model_id.encode(), _DIM_KEY: str(dimension).encode(),
-                _TENANT_KEY: tenant.encode()}  # fmt: skip
-    return pa.schema([pa.field(name, kind) for name, kind in fields], metadata=metadata)
-
-
-def _to_arrow(memories: Sequence[Memory], vectors: Vectors, schema: pa.Schema) -> pa.Table:
-    columns: dict[str, list[Any]] = {name: [] for name in schema.names if name != "vector"}
-    for m in memories:
-        row = m.model_dump(exclude={"tenant"})
-        row["session"] = m.session or ""  # "" not NULL: equality filters stay simple
-        row["superseded_by"] = m.superseded_by or ""
-        row["tier"], row["source"] = m.tier.value, m.source.value
-        row["metadata"] = json.dumps(m.metadata, separators=(",", ":"), default=str)
-        for name in columns:
-            columns[name].append(row[name])
-    flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
-    dim = schema.field("vector").type.list_size
-    arrays = {n: pa.array(v, schema.field(n).type) for n, v in columns.items()}
-    arrays["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
-    return pa.Table.from_pydict(arrays, schema=schema)
-
-
-def _from_arrow(tenant: str, table: pa.Table) -> tuple[list[Memory], Vectors]:
-    rows = table.drop_columns(["vector"]).to_pylist() if "vector" in table.column_names else []
-    memories = []
-    for row in rows:
-        memories.append(Memory(
-            **{**row, "tenant": tenant, "session": row["session"] or None,
-               "superseded_by": row["superseded_by"] or None, "tier": Tier(row["tier"]),
-               "source": Source(row["source"]), "metadata": json.loads(row["metadata"] or "{}")}
-        ))  # fmt: skip
-    if table.num_rows == 0:
-        return memories, np.zeros((0, 0), np.float32)
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return memories, np.asarray(flat, np.float32).reshape(table.num_rows, -1)
-
-
-def _filter(scope: ScopeFilter) -> Expr:
-    where = col("id") != lit("")
-    if scope.user is not None:
-        where = where & (col("user") == lit(scope.user))
-    if scope.session is not None:
-        where = where & (col("session") == lit(scope.session))
-    if scope.tiers is not None:
-        where = where & col("tier").isin([t.value for t in sorted(scope.tiers)])
-    if not scope.include_inactive:
-        where = where & (col("superseded_by") == lit("")) & (col("archived") == lit(False))
-    return where
 
 
 class LanceMemoryStore:
@@ -138,18 +83,23 @@ class LanceMemoryStore:
         max_cached_rows: int = 2_000_000,
         optimize_every: int = 32,
         vector_index_min_rows: int | None = 250_000,
+        peers: PeerFeed | None = None,
+        refresh_s: float = 5.0,
     ) -> None:
         self.model_id = model_id
         self.dimension = dimension
         self._uri = str(uri)
-        self._max_cached_rows = max_cached_rows
         self._optimize_every = optimize_every
         self._vector_index_min_rows = vector_index_min_rows
         self._db: Any = None
         self._tables: dict[str, Any] = {}
         self._tables_lock = threading.Lock()
-        self._scopes: OrderedDict[tuple[str, str], ScopeIndex] = OrderedDict()
-        self._scopes_lock = threading.Lock()
+        self._scopes = ScopeCache(max_cached_rows)
+        self._peers = peers
+        self._refresh_s = refresh_s
+        self._versions = VersionLedger()  # writer thread only
+        self._checked: dict[str, float] = {}  # tenant -> when its version was last checked
+        self._closed = False
         self._writes: dict[str, int] = {}
         self._indexed: set[str] = set()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="memshadow-lance-writer")
@@ -172,15 +122,44 @@ class LanceMemoryStore:
         threadpool_limits(1, user_api="blas")
         if self._uri.startswith(("s3://", "gs://", "az://")) is False:
             Path(self._uri).mkdir(parents=True, exist_ok=True)
-        self._db = await asyncio.to_thread(lancedb.connect, self._uri)
+        # Shared with other replicas: read every table at its latest version, always.
+        consistency = timedelta(0) if self._peers is not None else None
+        self._db = await asyncio.to_thread(
+            lancedb.connect, self._uri, read_consistency_interval=consistency
+        )
+        if self._peers is not None:
+            self._peers.subscribe(self._on_peer_change, self._on_peer_gap)
 
     async def aclose(self) -> None:
+        self._closed = True
         await asyncio.to_thread(self._writer.shutdown, wait=True)
         await asyncio.to_thread(self._maintenance.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self._recall.shutdown, wait=True, cancel_futures=True)
 
     async def _on_writer(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    async def _write(self, tenant: str, op: Callable[[], T], **touched: Any) -> T:
+        """Run a mutation on the writer thread; with peers, account for the versions it
+        committed and announce them (awaited: a forget is announced before it returns)."""
+
+        def run() -> tuple[T, TableChange | None]:
+            if self._peers is None:
+                return op(), None
+            table = self._table(tenant, create=False)
+            before = table.version if table is not None else 0
+            result = op()
+            table = table or self._table(tenant, create=False)
+            after = table.version if table is not None else before
+            if after <= before:
+                return result, None
+            self._versions.note(tenant, before + 1, after)
+            return result, TableChange(tenant, before + 1, after, **touched)
+
+        result, change = await self._on_writer(run)
+        if change is not None and self._peers is not None:
+            await self._peers.publish(change)
+        return result
 
     # -- tables ------------------------------------------------------------------------
     def _table(self, tenant: str, *, create: bool) -> Any:
@@ -194,7 +173,7 @@ class LanceMemoryStore:
             except ValueError:  # "Table ... was not found"
                 if not create:
                     return None
-                schema = _schema(self.model_id, self.dimension, tenant)
+                schema = schema_for(self.model_id, self.dimension, tenant)
                 table = self._db.create_table(name, schema=schema, exist_ok=True)
             self._check_model(tenant, table.schema)
             self._tables[name] = table
@@ -202,8 +181,8 @@ class LanceMemoryStore:
 
     def _check_model(self, tenant: str, schema: pa.Schema) -> None:
         meta = schema.metadata or {}
-        model = meta.get(_MODEL_KEY, b"?").decode()
-        dim = int(meta.get(_DIM_KEY, b"0"))
+        model = meta.get(MODEL_KEY, b"?").decode()
+        dim = int(meta.get(DIM_KEY, b"0"))
         if model != self.model_id or dim != self.dimension:
             raise ModelMismatch(
                 f"tenant {tenant!r}: its memories were embedded with {model!r} (dimension {dim})"
@@ -216,13 +195,17 @@ class LanceMemoryStore:
         self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
     ) -> None:
         if memories:
-            await self._on_writer(lambda: self._upsert(tenant, memories, vectors, new=new))
+            await self._write(
+                tenant,
+                lambda: self._upsert(tenant, memories, vectors, new=new),
+                ids=tuple(m.id for m in memories),
+            )
 
     def _upsert(
         self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
     ) -> None:
         table = self._table(tenant, create=True)
-        data = _to_arrow(memories, vectors, table.schema)
+        data = to_arrow(memories, vectors, table.schema)
         if new:
             # Ids the caller guarantees are not in the table: a plain append, which unlike
             # merge_insert does not join against the whole table.
@@ -234,7 +217,7 @@ class LanceMemoryStore:
         for i, memory in enumerate(memories):
             by_user.setdefault(memory.user, []).append(i)
         for user, rows in by_user.items():
-            scope = self._cached_scope(tenant, user)
+            scope = self._scopes.get(tenant, user)
             if scope is not None:
                 scope.upsert([memories[i] for i in rows], vectors[rows])
         self._after_write(tenant, table)
@@ -272,16 +255,27 @@ class LanceMemoryStore:
         """Compact now (and with ``cleanup`` drop old versions): used after a forget."""
         table = await asyncio.to_thread(self._table, tenant, create=False)
         if table is not None:
-            await self._on_writer(lambda: self._optimize(tenant, table, cleanup=cleanup))
+            await self._write(tenant, lambda: self._optimize(tenant, table, cleanup=cleanup))
 
     async def delete(self, tenant: str, ids: Sequence[str]) -> int:
-        return await self._on_writer(lambda: self._delete(tenant, col("id").isin(list(ids)), ids))
+        return await self._write(
+            tenant,
+            lambda: self._delete(tenant, col("id").isin(list(ids)), ids),
+            ids=tuple(ids),
+            removed=True,
+        )
 
     async def delete_scope(self, tenant: str, user: str, session: str | None) -> int:
         where = col("user") == lit(user)
         if session is not None:
             where = where & (col("session") == lit(session))
-        return await self._on_writer(lambda: self._delete(tenant, where, None, user, session))
+        return await self._write(
+            tenant,
+            lambda: self._delete(tenant, where, None, user, session),
+            user=user,
+            session=session,
+            removed=True,
+        )
 
     def _delete(
         self, tenant: str, where: Expr, ids: Sequence[str] | None,
@@ -291,16 +285,13 @@ class LanceMemoryStore:
         if table is None or (ids is not None and not ids):
             return 0
         deleted = int(table.delete(where).num_deleted_rows)
-        with self._scopes_lock:
-            scopes = [(key, s) for key, s in self._scopes.items() if key[0] == tenant]
-        for (_, scope_user), scope in scopes:
+        for scope_user, scope in self._scopes.of_tenant(tenant).items():
             if ids is not None:
                 scope.remove(ids)
             elif scope_user == user and session is not None:
                 scope.remove_session(session)
             elif scope_user == user:
-                with self._scopes_lock:
-                    self._scopes.pop((tenant, scope_user), None)
+                self._scopes.drop(tenant, lambda doomed_user, _: doomed_user == user)
         self._after_write(tenant, table)
         return deleted
 
@@ -308,8 +299,8 @@ class LanceMemoryStore:
         self, tenant: str, ids: Sequence[str], *,
         useful: float = 0.0, not_useful: float = 0.0, reinforced: int = 0,
     ) -> int:  # fmt: skip
-        return await self._on_writer(
-            lambda: self._touch(tenant, ids, useful, not_useful, reinforced)
+        return await self._write(
+            tenant, lambda: self._touch(tenant, ids, useful, not_useful, reinforced), ids=tuple(ids)
         )
 
     def _touch(
@@ -319,7 +310,7 @@ class LanceMemoryStore:
         table = self._table(tenant, create=False)
         if table is None or not ids:
             return 0
-        memories, vectors = _from_arrow(tenant, self._query(table, col("id").isin(list(ids))))
+        memories, vectors = from_arrow(tenant, self._query(table, col("id").isin(list(ids))))
         now = utcnow()
         updated = [m.model_copy(update={
             "useful": m.useful + useful, "not_useful": m.not_useful + not_useful,
@@ -332,14 +323,14 @@ class LanceMemoryStore:
     async def mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
         if not changes:
             return []
-        return await self._on_writer(lambda: self._mark(tenant, changes))
+        return await self._write(tenant, lambda: self._mark(tenant, changes), ids=tuple(changes))
 
     def _mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
         """Read-modify-write on the writer thread: the liveness/tier guard cannot race a write."""
         table = self._table(tenant, create=False)
         if table is None:
             return []
-        memories, vectors = _from_arrow(tenant, self._query(table, col("id").isin(list(changes))))
+        memories, vectors = from_arrow(tenant, self._query(table, col("id").isin(list(changes))))
         rows = [
             i for i, m in enumerate(memories)
             if m.live and changes[m.id].if_tier in (None, m.tier)
@@ -355,37 +346,89 @@ class LanceMemoryStore:
         query = table.search().where(where).limit(None)
         return (query.select(columns) if columns else query).to_arrow()
 
-    def _cached_scope(self, tenant: str, user: str) -> ScopeIndex | None:
-        with self._scopes_lock:
-            scope = self._scopes.get((tenant, user))
-            if scope is not None:
-                self._scopes.move_to_end((tenant, user))
-            return scope
-
     def _load_scope(self, tenant: str, user: str) -> ScopeIndex | None:
         """Runs on the writer thread, so no write can slip between the read and the cache."""
-        cached = self._cached_scope(tenant, user)
+        cached = self._scopes.get(tenant, user)
         if cached is not None:
             return cached
         table = self._table(tenant, create=False)
         if table is None:
             return None
-        memories, vectors = _from_arrow(tenant, self._query(table, _filter(ScopeFilter(user))))
+        generation = self._scopes.generation
+        if self._peers is not None:
+            if not self._scopes.of_tenant(tenant):  # account from this version on
+                self._versions.forget(tenant)
+            self._versions.start(tenant, table.version)
+        memories, vectors = from_arrow(tenant, self._query(table, filter_expr(ScopeFilter(user))))
         scope = ScopeIndex(self.dimension)
         scope.upsert(memories, vectors.reshape(len(memories), self.dimension))
-        with self._scopes_lock:
-            self._scopes[(tenant, user)] = scope
-            total = sum(s.rows for s in self._scopes.values())
-            while total > self._max_cached_rows and len(self._scopes) > 1:
-                _, evicted = self._scopes.popitem(last=False)
-                total -= evicted.rows
+        # If another replica's change dropped scopes while this one was read, it is served
+        # to the search that asked but not kept: it may be stale.
+        self._scopes.keep(tenant, user, scope, generation)
         return scope
 
     async def _scope(self, tenant: str, user: str) -> ScopeIndex | None:
-        scope = self._cached_scope(tenant, user)
+        self._check_later(tenant)
+        scope = self._scopes.get(tenant, user)
         if scope is None:
             scope = await self._on_writer(lambda: self._load_scope(tenant, user))
         return scope
+
+    # -- other replicas (see memory.peers) -----------------------------------------------
+    def _on_peer_change(self, change: TableChange) -> None:
+        """On the event loop, as the announcement arrives: what it removed leaves RAM at
+        once; what it wrote is re-read from the table on the writer thread."""
+        if self._closed:
+            return
+        if change.removed:
+            self._scopes.drop(
+                change.tenant,
+                lambda user, scope: (
+                    user == change.user or any(scope.get(i) is not None for i in change.ids)
+                ),
+            )
+        self._writer.submit(self._apply_peer_change, change).add_done_callback(_log_failure)
+
+    def _on_peer_gap(self) -> None:
+        """Announcements may have been missed: trust nothing cached."""
+        dropped = self._scopes.drop(None, lambda user, scope: True)
+        if dropped:
+            log.info("peer feed was cut off; dropped %d cached scopes", dropped)
+
+    def _apply_peer_change(self, change: TableChange) -> None:
+        self._versions.note(change.tenant, change.first_version, change.last_version)
+        if change.removed or not change.ids:
+            return
+        cached = self._scopes.of_tenant(change.tenant)
+        table = self._table(change.tenant, create=False) if cached else None
+        if table is None:
+            return
+        found = self._query(table, col("id").isin(list(change.ids)))
+        memories, vectors = from_arrow(change.tenant, found)
+        gone = set(change.ids) - {m.id for m in memories}
+        for user, scope in cached.items():
+            rows = [i for i, m in enumerate(memories) if m.user == user]
+            if rows:
+                scope.upsert([memories[i] for i in rows], vectors[rows])
+            if gone:
+                scope.remove(gone)
+
+    def _check_later(self, tenant: str) -> None:
+        """At most every ``refresh_s`` per tenant, look for commits nobody announced."""
+        if self._peers is None or self._closed:
+            return
+        now = time.monotonic()
+        if now - self._checked.get(tenant, float("-inf")) < self._refresh_s:
+            return
+        self._checked[tenant] = now
+        self._writer.submit(self._check_version, tenant).add_done_callback(_log_failure)
+
+    def _check_version(self, tenant: str) -> None:
+        table = self._table(tenant, create=False)
+        if table is not None and self._versions.missed(tenant, table.version):
+            dropped = self._scopes.drop(tenant, lambda user, scope: True)
+            self._versions.forget(tenant)
+            log.info("tenant %r changed unannounced; dropped %d cached scopes", tenant, dropped)
 
     async def candidates(
         self,
@@ -445,9 +488,9 @@ class LanceMemoryStore:
             any_phrase = content.contains(lit(phrases[0]))
             for phrase in phrases[1:]:
                 any_phrase = any_phrase | content.contains(lit(phrase))
-            where = _filter(ScopeFilter(user)) & any_phrase
+            where = filter_expr(ScopeFilter(user)) & any_phrase
             found = table.search().where(where).limit(limit).to_arrow()
-            return _from_arrow(tenant, found)[0]
+            return from_arrow(tenant, found)[0]
 
         return await asyncio.to_thread(read)
 
@@ -456,7 +499,7 @@ class LanceMemoryStore:
             table = self._table(tenant, create=False)
             if table is None:
                 return []
-            rows = self._query(table, _filter(scope), _STATS_COLUMNS).to_pylist()
+            rows = self._query(table, filter_expr(scope), _STATS_COLUMNS).to_pylist()
             return [MemoryStats(**{**row, "tier": Tier(row["tier"])}) for row in rows]
 
         return await asyncio.to_thread(read)
@@ -478,7 +521,7 @@ class LanceMemoryStore:
             if not name.startswith("t_"):
                 continue
             meta = self._db.open_table(name).schema.metadata or {}
-            tenant = meta.get(_TENANT_KEY)
+            tenant = meta.get(TENANT_KEY)
             if tenant is not None and table_name(tenant.decode()) == name:
                 out.append(tenant.decode())
         return sorted(out)
@@ -492,7 +535,7 @@ class LanceMemoryStore:
             table = self._table(tenant, create=False)
             if table is None:
                 return None
-            memories, vectors = _from_arrow(tenant, self._query(table, col("id") == lit(memory_id)))
+            memories, vectors = from_arrow(tenant, self._query(table, col("id") == lit(memory_id)))
             return (memories[0], vectors[0]) if memories else None
 
         return await asyncio.to_thread(read)
@@ -506,22 +549,22 @@ class LanceMemoryStore:
         table = self._table(tenant, create=False)
         if table is None:
             return ListPage([], None)
-        keys = self._query(table, _filter(scope), ["id", "created_at"]).to_pylist()
+        keys = self._query(table, filter_expr(scope), ["id", "created_at"]).to_pylist()
         order = sorted((row["created_at"], row["id"]) for row in keys)
         start = 0
         if cursor is not None:
-            after = _decode_cursor(cursor)
+            after = decode_cursor(cursor)
             start = next((i for i, (t, i_) in enumerate(order) if (t.timestamp(), i_) > after),
                          len(order))  # fmt: skip
         page = order[start : start + limit]
         if not page:
             return ListPage([], None)
-        found, _ = _from_arrow(tenant, self._query(table, col("id").isin([i for _, i in page])))
+        found, _ = from_arrow(tenant, self._query(table, col("id").isin([i for _, i in page])))
         by_id = {m.id: m for m in found}
         items = [by_id[i] for _, i in page if i in by_id]
         more = start + limit < len(order)
         return ListPage(
-            items, _encode_cursor(page[-1][0].timestamp(), page[-1][1]) if more else None
+            items, encode_cursor(page[-1][0].timestamp(), page[-1][1]) if more else None
         )
 
     async def export(
@@ -531,31 +574,18 @@ class LanceMemoryStore:
         if table is None:
             return
         reader = await asyncio.to_thread(
-            lambda: table.search().where(_filter(scope)).limit(None).to_batches()
+            lambda: table.search().where(filter_expr(scope)).limit(None).to_batches()
         )
         while True:
-            batch = await asyncio.to_thread(_next_batch, reader)
+            batch = await asyncio.to_thread(next_batch, reader)
             if batch is None:
                 return
-            memories, vectors = _from_arrow(tenant, pa.Table.from_batches([batch]))
+            memories, vectors = from_arrow(tenant, pa.Table.from_batches([batch]))
             for memory, vector in zip(memories, vectors, strict=True):
                 yield memory, vector
 
 
-def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
-    try:
-        return reader.read_next_batch()
-    except StopIteration:
-        return None
-
-
-def _encode_cursor(timestamp: float, memory_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([timestamp, memory_id]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        timestamp, memory_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(timestamp), str(memory_id)
-    except (ValueError, TypeError) as error:
-        raise InvalidMemory("cursor", "is not one this server issued") from error
+def _log_failure(future: Future[None]) -> None:
+    error = None if future.cancelled() else future.exception()
+    if error is not None:
+        log.warning("syncing with another replica failed (the version check heals it): %r", error)

@@ -45,6 +45,7 @@ from memory.model import (
     parse_new_memory,
     utcnow,
 )  # fmt: skip
+from memory.peers import PeerFeed
 from memory.pruner import Pruner, PruneReport
 from memory.retrieval import RecallWeights, rank
 from memory.store import MemoryStore, ScopeFilter
@@ -68,6 +69,9 @@ class MemoryService:
         embedder: Embedder,
         *,
         store: MemoryStore | None = None,
+        store_uri: str | None = None,
+        peers: PeerFeed | None = None,
+        refresh_s: float = 5.0,
         tokens: TokenCounter | None = None,
         redaction: RedactionPolicy = RedactionPolicy(),
         retention: RetentionPolicy = DEFAULT_RETENTION,
@@ -80,8 +84,13 @@ class MemoryService:
         prune_interval_s: float | None = 600.0,
     ) -> None:
         self._embedder = embedder
+        # The tables may be shared (store_uri, peers); the write-ahead log is this host's.
         self._store: MemoryStore = store or LanceMemoryStore(
-            data_dir / "lancedb", model_id=embedder.model_id, dimension=embedder.dimension
+            store_uri or data_dir / "lancedb",
+            model_id=embedder.model_id,
+            dimension=embedder.dimension,
+            peers=peers,
+            refresh_s=refresh_s,
         )
         self._ingest = Ingestor(
             data_dir / "wal", self._store, embedder, near_duplicate=near_duplicate

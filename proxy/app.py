@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
 import aiohttp
@@ -22,17 +22,20 @@ from proxy.capture import CaptureQueue
 from proxy.errors import install_error_handlers
 from proxy.feedback import CalibrationBook
 from proxy.injection import MemoryInjector
-from proxy.keys import TenantRegistry
+from proxy.keys import TenantRegistry, registry_uri
+from proxy.memory_feed import SharedPeerFeed
 from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
 from proxy.model_info import load_context_windows
 from proxy.pipeline import ChatMemory, NoMemory
+from proxy.rate_limit import RateLimiter
 from proxy.receipts import ReceiptStore
 from proxy.routes import admin, chat, feedback, health, passthrough
 from proxy.routes import memories as memories_routes
 from proxy.routes import receipts as receipts_routes
 from proxy.routing import ModelRouter
 from proxy.services import Services
+from proxy.shared_state import SharedState, open_shared_state
 from proxy.upstream import LiteLLMUpstream, OpenAIUpstream
 
 logger = logging.getLogger("memshadow")
@@ -103,8 +106,14 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
     return UpstreamClient(transport=transport, timeout=timeout, trust_env=False)
 
 
-async def open_memories(settings: Settings, embedder: Embedder | None) -> MemoryService | None:
-    """The memory engine, or None (plain proxy, logged) when it is off or cannot start."""
+async def open_memories(
+    settings: Settings, embedder: Embedder | None, shared: SharedState
+) -> MemoryService | None:
+    """The memory engine, or None (plain proxy, logged) when it is off or cannot start.
+
+    With Redis the tables may be shared by replicas: their changes are announced to each
+    other (see memory.peers). The write-ahead log stays under this host's data directory.
+    """
     if not settings.memory.enabled:
         return None
     try:
@@ -115,6 +124,11 @@ async def open_memories(settings: Settings, embedder: Embedder | None) -> Memory
         service = MemoryService(
             settings.data_dir / "memory",
             embedder,
+            store_uri=f"{settings.store_uri.rstrip('/')}/memory/lancedb"
+            if settings.store_uri
+            else None,
+            peers=SharedPeerFeed(shared) if settings.redis_url else None,
+            refresh_s=settings.store_refresh_s,
             max_content_chars=settings.memory.max_content_chars,
         )
         await service.start()
@@ -131,6 +145,7 @@ def _injector(
     receipts: ReceiptStore,
     calibration: CalibrationBook,
     metrics: Metrics,
+    shared: SharedState,
 ) -> ChatMemory:
     if engine is None or capture is None:
         return NoMemory()
@@ -140,6 +155,7 @@ def _injector(
         receipts,
         calibration,
         metrics,
+        shared,
         policy=settings.memory.policy,
         windows=load_context_windows(),
         max_inflight=settings.memory.max_concurrent_recalls,
@@ -161,63 +177,94 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        client = http_client or build_http_client(settings)
-        tenants = registry or TenantRegistry(str(settings.data_dir / "registry"))
-        engine = memories or await open_memories(settings, embedder)
-        metrics = Metrics()
-        receipts = ReceiptStore()
-        calibration = CalibrationBook(settings.data_dir / "calibration.json")
-        capture = CaptureQueue(engine, calibration, metrics) if engine is not None else None
-        if capture is not None:
+        async with AsyncExitStack() as stack:
+            metrics = Metrics()
+            shared = await stack.enter_async_context(open_shared_state(settings, metrics))
+            client = http_client or build_http_client(settings)
+            if http_client is None:
+                stack.push_async_callback(client.aclose)
+            engine = memories or await open_memories(settings, embedder, shared)
+            if engine is not None and memories is None:
+                stack.push_async_callback(engine.aclose)
+            limiter = RateLimiter(shared)
+            await limiter.start()
+            stack.push_async_callback(limiter.aclose)
+            services = await stack.enter_async_context(
+                _memory_side(settings, shared, engine, metrics, client, limiter)
+            )
+            logger.info(
+                "memshadow ready: upstream %s, data in %s, store %s, shared state %s",
+                settings.upstream_base_url,
+                settings.data_dir,
+                settings.store_root,
+                "redis" if settings.redis_url else "in-process",
+            )
+            # Imports and start-up leave ~170k long-lived objects (FastAPI, LanceDB, ONNX
+            # Runtime, pydantic schemas). A full collection scans them all, a 30-100 ms pause
+            # on this machine every few thousand requests: move them out of the collector's
+            # sight until shutdown. (No gc.collect() first: it costs ~100 ms per app start,
+            # and refcounting frees the acyclic start-up garbage anyway.)
+            gc.freeze()
+            try:
+                yield {"services": services}
+            finally:
+                gc.unfreeze()
+
+    @asynccontextmanager
+    async def _memory_side(
+        settings: Settings,
+        shared: SharedState,
+        engine: MemoryService | None,
+        metrics: Metrics,
+        client: httpx.AsyncClient,
+        limiter: RateLimiter,
+    ) -> AsyncIterator[Services]:
+        """Receipts, calibration and capture over the shared state; the services. Closed
+        (capture drained, receipts written, calibration saved) before the engine is."""
+        tenants = registry or TenantRegistry(registry_uri(settings))
+        receipts = ReceiptStore(shared)
+        # One process keeps calibration in a file; with Redis, Redis keeps it.
+        path = None if settings.redis_url else settings.data_dir / "calibration.json"
+        calibration = CalibrationBook(shared, path, refresh_s=settings.store_refresh_s)
+        await calibration.start()
+        capture = None
+        if engine is not None:
+            capture = CaptureQueue(engine, shared, receipts, calibration, metrics)
             await capture.start()
         injector = chat_memory or _injector(
-            settings, engine, capture, receipts, calibration, metrics
+            settings, engine, capture, receipts, calibration, metrics, shared
         )
-        services = Services(
-            settings=settings,
-            registry=tenants,
-            auth=Authenticator(
-                tenants,
-                ttl_s=settings.key_cache_ttl_s,
-                passthrough=settings.auth_mode == "passthrough",
-            ),
-            admin=AdminGuard(_secret(settings.admin_key)),
-            router=ModelRouter(
-                settings.model_list,
-                default_base_url=settings.upstream_base_url,
-                default_api_key=_secret(settings.upstream_api_key),
-            ),
-            openai=OpenAIUpstream(client),
-            litellm=litellm or LiteLLMUpstream(),
-            chat_memory=injector,
-            memories=engine,
-            capture=capture,
-            receipts=receipts,
-            calibration=calibration,
-            metrics=metrics,
-        )
-        logger.info(
-            "memshadow ready: upstream %s, data in %s",
-            settings.upstream_base_url,
-            settings.data_dir,
-        )
-        # Imports and start-up leave ~170k long-lived objects (FastAPI, LanceDB, ONNX Runtime,
-        # pydantic schemas). A full collection scans them all, a 30-100 ms pause on this
-        # machine every few thousand requests: move them out of the collector's sight until
-        # shutdown. (No gc.collect() first: it costs ~100 ms per app start, and refcounting
-        # frees the acyclic start-up garbage anyway.)
-        gc.freeze()
         try:
-            yield {"services": services}
+            yield Services(
+                settings=settings,
+                registry=tenants,
+                auth=Authenticator(
+                    tenants,
+                    ttl_s=settings.key_cache_ttl_s,
+                    passthrough=settings.auth_mode == "passthrough",
+                    shared=shared if settings.redis_url else None,
+                ),
+                admin=AdminGuard(_secret(settings.admin_key)),
+                router=ModelRouter(
+                    settings.model_list,
+                    default_base_url=settings.upstream_base_url,
+                    default_api_key=_secret(settings.upstream_api_key),
+                ),
+                openai=OpenAIUpstream(client),
+                litellm=litellm or LiteLLMUpstream(),
+                chat_memory=injector,
+                memories=engine,
+                capture=capture,
+                receipts=receipts,
+                calibration=calibration,
+                metrics=metrics,
+                limiter=limiter,
+            )
         finally:
-            gc.unfreeze()
-            if http_client is None:
-                await client.aclose()
             if capture is not None:
                 await capture.aclose()
-            calibration.save()
-            if engine is not None and memories is None:
-                await engine.aclose()
+            await receipts.aclose()
+            await calibration.aclose()
 
     app = FastAPI(
         title="MemShadow",

@@ -2,7 +2,9 @@
 
 Lookups go to the registry once per key and are then served from a small TTL cache, so a
 request pays one dict lookup and one SHA-256. Revocations made through this process
-invalidate the cache at once; other replicas see them within ``ttl_s``. Unknown keys are
+invalidate the cache at once; with a shared state (Redis) every other replica is told to
+drop its cache too (and drops it after any gap in what it was told), otherwise they see
+revocations within ``ttl_s``. Unknown keys are
 cached briefly too, so a client hammering with a bad key cannot turn every request into a
 store read.
 """
@@ -12,13 +14,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from proxy.errors import AuthenticationFailed, PermissionDenied
+from proxy.errors import AuthenticationFailed, PermissionDenied, SharedStateUnavailable
 from proxy.keys import KEY_PREFIX, Tenant, TenantRegistry, hash_key
+from proxy.shared_state import SharedState
+
+logger = logging.getLogger("memshadow.auth")
+KEYS_CHANNEL = "keys"
 
 _NEGATIVE_TTL_S = 2.0
 _CACHE_SIZE = 10_000
@@ -58,11 +65,15 @@ class Authenticator:
         *,
         ttl_s: float = 30.0,
         passthrough: bool = False,
+        shared: SharedState | None = None,
     ) -> None:
         self._registry = registry
         self._ttl_s = ttl_s
         self._passthrough = passthrough
         self._cache: OrderedDict[str, tuple[float, Caller | None]] = OrderedDict()
+        self._shared = shared
+        if shared is not None:
+            shared.subscribe(KEYS_CHANNEL, lambda message: self.invalidate(), self.invalidate)
 
     async def authenticate(self, authorization: str | None) -> Caller:
         token = bearer_token(authorization)
@@ -79,6 +90,16 @@ class Authenticator:
     def invalidate(self) -> None:
         """Forget every cached decision (after a revoke or a tenant update)."""
         self._cache.clear()
+
+    async def invalidate_everywhere(self) -> None:
+        """Forget every cached decision here and on every other replica."""
+        self.invalidate()
+        if self._shared is None:
+            return
+        try:
+            await self._shared.publish(KEYS_CHANNEL, b"invalidate")
+        except SharedStateUnavailable:
+            logger.warning("other replicas could not be told; they see it within %ss", self._ttl_s)
 
     async def _resolve(self, token: str, digest: str) -> Caller | None:
         expires_at: datetime | None = None

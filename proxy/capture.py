@@ -4,8 +4,13 @@ The response path only collects bytes and enqueues; parsing the answer, working 
 turns are new and storing them happens in a worker the lifespan owns (and drains at
 shutdown), so capture never delays a response. A failed or aborted upstream call captures
 nothing. Clients resend the whole history every turn, so a per-scope ledger of turn
-fingerprints keeps each turn from being stored twice; the engine's exact-duplicate check is
-the second line behind it (across restarts and replicas).
+fingerprints, in the shared state, keeps each turn from being stored twice by any replica
+(claimed before it is stored, given back if storing fails); the engine's exact-duplicate
+check is the second line behind it (and the only one while the shared state is down).
+
+The same worker watches consecutive turns of a session for regenerates and corrections:
+the last turn of each session (with its completion's receipt) is swapped in the shared
+state after every response, so the next turn may come through any replica.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,16 +36,18 @@ from policies.signals import (
     is_regenerate,
     used_memories,
 )
+from proxy.errors import SharedStateUnavailable
 from proxy.feedback import CalibrationBook
 from proxy.metrics import Metrics
-from proxy.receipts import Receipt
+from proxy.receipts import Receipt, ReceiptStore
+from proxy.shared_state import SharedState
 from proxy.streaming import StreamObserver
 
 logger = logging.getLogger("memshadow.capture")
 events = logging.getLogger("memshadow.events")
 _COMPLETION_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,200})"')
-_LEDGER_SCOPES = 4096
-_LEDGER_TURNS = 1024
+_LEDGER_TTL_S = 30 * 86400.0  # a conversation resent after a month of silence is new again
+_LAST_TURN_TTL_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,43 +100,64 @@ class CaptureJob:
 
 
 @dataclass(frozen=True, slots=True)
-class SignalJob:
-    """An implicit outcome for the memories injected into one earlier completion."""
+class TurnJob:
+    """A chat turn was answered: compare it with the session's previous one (signals)."""
 
-    kind: str
+    scope: Scope
+    turn: str
     receipt: Receipt
-    weight: float
 
 
 def fingerprint(turn: Turn) -> str:
     return hashlib.blake2b(f"{turn.role}\0{turn.text}".encode(), digest_size=12).hexdigest()
 
 
+def _scope_key(kind: str, scope: Scope) -> str:
+    return f"{kind}:" + orjson.dumps([scope.tenant, scope.user, scope.session]).decode()
+
+
 class CaptureLedger:
-    """Which turns of which scope were captured already (bounded, least recent dropped)."""
+    """Which turns of which scope were captured already, by any replica."""
 
-    def __init__(self) -> None:
-        self._scopes: OrderedDict[Scope, OrderedDict[str, None]] = OrderedDict()
+    def __init__(self, shared: SharedState) -> None:
+        self._shared = shared
 
-    def new_turns(self, scope: Scope, turns: list[Turn]) -> list[Turn]:
-        seen = self._scopes.get(scope, OrderedDict())
-        fresh, fresh_prints = [], set()
+    async def claim(self, scope: Scope, turns: list[Turn]) -> list[Turn]:
+        """The turns never captured in this scope (each once), now marked as captured."""
+        fresh: dict[str, Turn] = {}
         for turn in turns:
-            mark = fingerprint(turn)
-            if mark not in seen and mark not in fresh_prints:
-                fresh.append(turn)
-                fresh_prints.add(mark)
-        return fresh
+            fresh.setdefault(fingerprint(turn), turn)
+        marks = dict.fromkeys(fresh, "1")
+        won = await self._shared.claim(_scope_key("ledger", scope), marks, _LEDGER_TTL_S)
+        return [fresh[mark] for mark in won]
 
-    def remember(self, scope: Scope, turns: list[Turn]) -> None:
-        seen = self._scopes.setdefault(scope, OrderedDict())
-        self._scopes.move_to_end(scope)
-        for turn in turns:
-            seen[fingerprint(turn)] = None
-        while len(seen) > _LEDGER_TURNS:
-            seen.popitem(last=False)
-        while len(self._scopes) > _LEDGER_SCOPES:
-            self._scopes.popitem(last=False)
+    async def release(self, scope: Scope, turns: list[Turn]) -> None:
+        """Turns claimed but not stored: the next resend may capture them."""
+        await self._shared.release(_scope_key("ledger", scope), [fingerprint(t) for t in turns])
+
+
+class SessionSignals:
+    """The last turn of each session, to tell a regenerate or a correction of it."""
+
+    def __init__(self, shared: SharedState) -> None:
+        self._shared = shared
+
+    async def follow(self, job: TurnJob) -> tuple[str, Receipt] | None:
+        """Record this turn; the session's previous one, with its completion's receipt."""
+        record = orjson.dumps({"turn": job.turn, "receipt": job.receipt.to_json()})
+        previous = await self._shared.swap(_scope_key("turn", job.scope), record, _LAST_TURN_TTL_S)
+        if previous is None:
+            return None
+        body = orjson.loads(previous)
+        return str(body["turn"]), Receipt.from_json(body["receipt"])
+
+    @staticmethod
+    def signal(previous_turn: str, turn: str) -> tuple[str, float] | None:
+        if is_regenerate(previous_turn, turn):
+            return "regenerate", REGENERATE_WEIGHT
+        if is_correction(turn):
+            return "correction", CORRECTION_WEIGHT
+        return None
 
 
 class CaptureQueue:
@@ -139,16 +166,20 @@ class CaptureQueue:
     def __init__(
         self,
         memories: MemoryService,
-        calibration: CalibrationBook | None = None,
+        shared: SharedState,
+        receipts: ReceiptStore,
+        calibration: CalibrationBook,
         metrics: Metrics | None = None,
         *,
         maxsize: int = 10_000,
     ) -> None:
         self._memories = memories
-        self._calibration = calibration or CalibrationBook()
+        self._receipts = receipts
+        self._calibration = calibration
         self._metrics = metrics
-        self._queue: asyncio.Queue[CaptureJob | SignalJob] = asyncio.Queue(maxsize)
-        self._ledger = CaptureLedger()
+        self._queue: asyncio.Queue[CaptureJob | TurnJob] = asyncio.Queue(maxsize)
+        self._ledger = CaptureLedger(shared)
+        self._signals = SessionSignals(shared)
         self._worker: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -162,7 +193,7 @@ class CaptureQueue:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    def submit(self, job: CaptureJob | SignalJob) -> None:
+    def submit(self, job: CaptureJob | TurnJob) -> None:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -177,10 +208,8 @@ class CaptureQueue:
         while True:
             job = await self._queue.get()
             try:
-                if isinstance(job, SignalJob):
-                    await self._credit(
-                        job.kind, job.receipt, list(job.receipt.contents), job.weight
-                    )
+                if isinstance(job, TurnJob):
+                    await self._follow(job)
                 else:
                     await self._capture(job)
             except Exception:  # a bad exchange must not stop capture for everyone
@@ -188,15 +217,34 @@ class CaptureQueue:
             finally:
                 self._queue.task_done()
 
+    async def _follow(self, job: TurnJob) -> None:
+        try:
+            previous = await self._signals.follow(job)
+        except SharedStateUnavailable:
+            return  # the shared state logged the outage; this turn is not compared
+        if previous is None or not previous[1].memories:
+            return
+        signal = self._signals.signal(previous[0], job.turn)
+        if signal is not None:
+            await self._credit(signal[0], previous[1], previous[1].injected_ids, signal[1])
+
     async def _credit(self, kind: str, receipt: Receipt, ids: list[str], weight: float) -> None:
         """Apply an implicit outcome once per completion and kind (usefulness + calibration)."""
-        fresh = [i for i in ids if (kind, i) not in receipt.signals]
+        names = {f"signal:{kind}:{i}": i for i in ids}
+        try:
+            won = await self._receipts.claim(receipt, dict.fromkeys(names, "1"))
+        except SharedStateUnavailable:
+            return  # the outcome is lost; it could not be told apart from a repeat
+        fresh = [names[name] for name in won]
         if not fresh:
             return
-        receipt.signals.update((kind, i) for i in fresh)
-        await self._memories.record_usefulness(receipt.tenant, fresh, weight)
+        try:
+            await self._memories.record_usefulness(receipt.tenant, fresh, weight)
+        except BaseException:
+            await self._receipts.release(receipt, won)
+            raise
         if receipt.raw_confidence is not None:
-            self._calibration.record(
+            await self._calibration.record(
                 receipt.tenant, receipt.raw_confidence, weight > 0, abs(weight)
             )
         if self._metrics is not None:
@@ -219,9 +267,19 @@ class CaptureQueue:
         turns = conversation_turns(request.get("messages") or [])
         if answer.text:
             turns.append(Turn("assistant", answer.text))
-        fresh = self._ledger.new_turns(job.scope, turns)
-        if not fresh:
+        if not turns:
             return
+        try:
+            fresh = await self._ledger.claim(job.scope, turns)
+            claimed = True
+        except SharedStateUnavailable:
+            # No ledger: store every turn, and let the engine's exact-duplicate check
+            # reinforce the ones stored already instead of storing them twice.
+            fresh, claimed = list({fingerprint(t): t for t in turns}.values()), False
+        if fresh:
+            await self._store(job, fresh, claimed)
+
+    async def _store(self, job: CaptureJob, turns: list[Turn], claimed: bool) -> None:
         items = [
             {
                 "content": turn.as_memory(),
@@ -229,10 +287,14 @@ class CaptureQueue:
                 "source": Source.CAPTURE,
                 "metadata": {**job.metadata, "role": turn.role},
             }
-            for turn in fresh
+            for turn in turns
         ]
-        stored = await self._memories.store(job.scope, items)
-        self._ledger.remember(job.scope, fresh)
+        try:
+            stored = await self._memories.store(job.scope, items)
+        except BaseException:
+            if claimed:
+                await self._ledger.release(job.scope, turns)
+            raise
         events.info(
             "memory stored: tenant=%s source=capture count=%d", job.scope.tenant, len(stored),
             extra={"event": "memory.stored", "tenant": job.scope.tenant, "source": "capture",
@@ -240,26 +302,8 @@ class CaptureQueue:
         )  # fmt: skip
 
 
-class SessionSignals:
-    """Watches consecutive turns of a session for regenerates and corrections."""
-
-    def __init__(self, queue: CaptureQueue) -> None:
-        self._queue = queue
-        self._last: OrderedDict[Scope, tuple[str, Receipt]] = OrderedDict()
-
-    def observe_turn(self, scope: Scope, messages: list[Any], receipt: Receipt) -> None:
-        turn = next((text_of(m.content) for m in reversed(messages) if m.role == "user"), "")
-        previous = self._last.get(scope)
-        self._last[scope] = (turn, receipt)
-        self._last.move_to_end(scope)
-        while len(self._last) > _LEDGER_SCOPES:
-            self._last.popitem(last=False)
-        if previous is None or not previous[1].contents:
-            return
-        if is_regenerate(previous[0], turn):
-            self._queue.submit(SignalJob("regenerate", previous[1], REGENERATE_WEIGHT))
-        elif is_correction(turn):
-            self._queue.submit(SignalJob("correction", previous[1], CORRECTION_WEIGHT))
+def last_user_turn(messages: list[Any]) -> str:
+    return next((text_of(m.content) for m in reversed(messages) if m.role == "user"), "")
 
 
 class AnswerObserver(StreamObserver):
@@ -269,9 +313,11 @@ class AnswerObserver(StreamObserver):
         self,
         on_completion_id: Callable[[str], None],
         on_complete: Callable[[list[bytes]], None] | None,
+        on_finish: Callable[[], None] | None = None,
     ) -> None:
         self._on_completion_id: Callable[[str], None] | None = on_completion_id
         self._on_complete = on_complete
+        self._on_finish = on_finish
         self._chunks: list[bytes] = []
 
     def on_chunk(self, chunk: bytes) -> None:
@@ -284,5 +330,7 @@ class AnswerObserver(StreamObserver):
             self._chunks.append(chunk)
 
     def on_end(self, completed: bool) -> None:
+        if self._on_finish is not None:
+            self._on_finish()
         if completed and self._on_complete is not None:
             self._on_complete(self._chunks)

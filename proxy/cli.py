@@ -13,7 +13,7 @@ from rich.table import Table
 
 from config import Settings, load_settings
 from proxy.cli_memories import memories_app
-from proxy.keys import RegistryError, TenantRegistry
+from proxy.keys import RegistryError, TenantRegistry, registry_uri
 
 app = typer.Typer(no_args_is_help=True, help="MemShadow: an OpenAI-compatible proxy with memory.")
 keys_app = typer.Typer(no_args_is_help=True, help="Issue, list and revoke tenant API keys.")
@@ -36,7 +36,7 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
 
 def _registry(settings: Settings) -> TenantRegistry:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return TenantRegistry(str(settings.data_dir / "registry"))
+    return TenantRegistry(registry_uri(settings))
 
 
 @app.command()
@@ -118,10 +118,28 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id, as shown by 'keys list'.")],
     config: ConfigOption = None,
 ) -> None:
-    """Revoke a key; replicas stop accepting it within the key cache TTL."""
+    """Revoke a key: with Redis every replica is told at once, else within the key cache TTL."""
+    settings = _settings(config)
     try:
-        record = _registry(_settings(config)).revoke_key(key_id)
+        record = _registry(settings).revoke_key(key_id)
     except RegistryError as exc:
         stderr.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     typer.echo(f"revoked {record.id} ({record.tenant})")
+    if settings.redis_url is not None:
+        _tell_replicas(settings)
+
+
+def _tell_replicas(settings: Settings) -> None:
+    from redis.exceptions import RedisError
+
+    from proxy.auth import KEYS_CHANNEL
+    from proxy.shared_state.redis import publish_once
+
+    try:
+        publish_once(str(settings.redis_url), KEYS_CHANNEL, b"invalidate")
+    except (RedisError, OSError) as exc:
+        stderr.print(
+            f"[yellow]warning:[/yellow] replicas not told ({exc}); they stop accepting the key"
+            f" within {settings.key_cache_ttl_s:g} s"
+        )

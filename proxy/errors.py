@@ -6,9 +6,11 @@
     ├── AuthenticationFailed (401)
     ├── PermissionDenied (403)
     ├── NotFound (404)
+    ├── RateLimited (429, the tenant's own requests_per_minute)
     ├── UpstreamError (the upstream's own status, passed through)
     ├── UpstreamUnavailable (502)
-    └── UpstreamTimeout (504)
+    ├── UpstreamTimeout (504)
+    └── SharedStateUnavailable (503)
 
 Every response the proxy produces on failure is
 ``{"error": {"message", "type", "param", "code"}}`` with the matching HTTP status, so the
@@ -98,6 +100,14 @@ class NotFound(ProxyError):
     code = "not_found"
 
 
+class RateLimited(ProxyError):
+    """The tenant sent more requests than its policy allows; ``Retry-After`` says when."""
+
+    status_code = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
 class UpstreamError(ProxyError):
     """The upstream answered with an error; its status and message pass through."""
 
@@ -114,6 +124,14 @@ class UpstreamTimeout(ProxyError):
     status_code = 504
     type = "upstream_error"
     code = "upstream_timeout"
+
+
+class SharedStateUnavailable(ProxyError):
+    """Redis (the state replicas share) did not answer; chat never raises this."""
+
+    status_code = 503
+    type = "server_error"
+    code = "shared_state_unavailable"
 
 
 def error_response(error: ProxyError, headers: dict[str, str] | None = None) -> Response:

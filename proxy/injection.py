@@ -3,7 +3,10 @@
 This is glue: every decision is a pure function in ``policies/``, every rendering one in
 ``formatters/``, recall lives in ``memory/``. What this module adds is the fail-open rule:
 recall runs under the policy's deadline, and any failure on the memory side forwards the
-request untouched with ``X-Memory-Status: degraded``, a metric and one log line.
+request untouched with ``X-Memory-Status: degraded``, a metric and one log line. That
+includes the shared state being down (reason ``shared_state``): this replica could then
+neither keep the receipt that feedback needs nor promise that a memory forgotten through
+another replica is not injected. Nothing here waits for the shared state before forwarding.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from memory.tokens import TokenCounter
 from policies.budget import Candidate, Packed, memory_budget, pack
 from policies.decision import Decision, MemoryPolicy, PolicyInputError, decide, tenant_policy
 from proxy.admission import RecallAdmission
-from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, SessionSignals
+from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, TurnJob, last_user_turn
 from proxy.errors import InvalidRequest
 from proxy.feedback import CalibrationBook
 from proxy.metrics import Metrics
 from proxy.model_info import context_window
 from proxy.pipeline import ChatContext, Injection
 from proxy.receipts import InjectedMemory, Receipt, ReceiptStore
+from proxy.shared_state import SharedState
 from proxy.streaming import StreamObserver
 
 logger = logging.getLogger("memshadow.injection")
@@ -83,6 +87,7 @@ class MemoryInjector:
         receipts: ReceiptStore,
         calibration: CalibrationBook,
         metrics: Metrics,
+        shared: SharedState,
         *,
         policy: MemoryPolicy,
         windows: Mapping[str, int],
@@ -94,7 +99,7 @@ class MemoryInjector:
         self._receipts = receipts
         self._calibration = calibration
         self._metrics = metrics
-        self._signals = SessionSignals(capture)
+        self._shared = shared
         self._admission = RecallAdmission(max_inflight)
         self._policy = policy
         self._windows = windows
@@ -120,10 +125,11 @@ class MemoryInjector:
         decision = self._decide(context)
         scope = Scope(tenant=context.caller.tenant.id, user=decision.user, session=decision.session)
         receipt = Receipt(context.request_id, scope.tenant, scope.user, scope.session, "off")
-        self._signals.observe_turn(scope, context.chat.messages, receipt)
         if not decision.inject:
             return Injection(status="off", decision=decision, scope=scope, receipt=receipt)
         started = time.perf_counter()
+        if not self._shared.healthy:
+            return self._degraded(scope, decision, receipt, "shared_state", 0.0)
         deadline_s = decision.policy.recall_deadline_ms / 1000
         if not await self._admission.acquire(deadline_s):
             # Every recall slot stayed busy for the whole deadline: shed memory, never the
@@ -156,12 +162,13 @@ class MemoryInjector:
         self, scope: Scope, decision: Decision, receipt: Receipt, reason: str, seconds: float
     ) -> Injection:
         elapsed = seconds * 1000
-        logger.warning(
-            "memory degraded for tenant %s (%s after %.1f ms): forwarding unmodified",
-            scope.tenant,
-            reason,
-            elapsed,
-        )
+        if reason != "shared_state":  # that outage is logged once, where it is noticed
+            logger.warning(
+                "memory degraded for tenant %s (%s after %.1f ms): forwarding unmodified",
+                scope.tenant,
+                reason,
+                elapsed,
+            )
         self._metrics.memory_degraded.labels(reason).inc()
         receipt.status = "degraded"
         receipt.timings_ms["recall"] = round(elapsed, 2)
@@ -284,6 +291,10 @@ class MemoryInjector:
             )  # fmt: skip
             self._capture.submit(job)
 
+        def on_finish() -> None:
+            turn = last_user_turn(context.chat.messages)
+            self._capture.submit(TurnJob(scope, turn, receipt))
+
         # Collect the answer to capture it, or to see whether it used what was injected.
         wanted = decision.capture or bool(receipt.contents)
-        return AnswerObserver(on_completion_id, on_complete if wanted else None)
+        return AnswerObserver(on_completion_id, on_complete if wanted else None, on_finish)

@@ -3,7 +3,7 @@
 Keys are ``msk-`` + 43 url-safe characters (256 random bits). Only their SHA-256 is stored: a
 key with 256 bits of entropy needs no slow hash, and a digest lookup is what lets auth stay in
 microseconds behind the cache in :mod:`proxy.auth`. The registry lives next to the memories
-(``<data_dir>/registry``) so that replicas sharing a LanceDB URI share their tenants too.
+(``<store>/registry``) so that replicas sharing a LanceDB URI share their tenants too.
 
 This module does blocking I/O; the server calls it through ``asyncio.to_thread``.
 """
@@ -20,6 +20,8 @@ from typing import Any
 import lancedb
 import orjson
 import pyarrow as pa
+
+from config import Settings
 
 KEY_PREFIX = "msk-"
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -106,6 +108,11 @@ class KeyRecord:
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
         }
+
+
+def registry_uri(settings: Settings) -> str:
+    """Next to the memories (``MEMSHADOW_STORE_URI``), so replicas sharing it share tenants."""
+    return f"{settings.store_root}/registry"
 
 
 def hash_key(key: str) -> str:

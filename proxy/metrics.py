@@ -65,3 +65,14 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.shared_state_up = Gauge(
+            "memshadow_shared_state_up",
+            "1 while the shared state (Redis) answers and its broadcasts reach this replica.",
+            registry=self.registry,
+        )
+        self.shared_state_errors = Counter(
+            "memshadow_shared_state_errors",
+            "Shared-state (Redis) operations that failed, by operation.",
+            ["op"],
+            registry=self.registry,
+        )

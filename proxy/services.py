@@ -14,6 +14,7 @@ from proxy.feedback import CalibrationBook
 from proxy.keys import TenantRegistry
 from proxy.metrics import Metrics
 from proxy.pipeline import ChatMemory
+from proxy.rate_limit import RateLimiter
 from proxy.receipts import ReceiptStore
 from proxy.routing import ModelRouter
 from proxy.upstream import LiteLLMUpstream, OpenAIUpstream
@@ -34,6 +35,7 @@ class Services:
     receipts: ReceiptStore
     calibration: CalibrationBook
     metrics: Metrics
+    limiter: RateLimiter
 
 
 def get_services(request: Request) -> Services:

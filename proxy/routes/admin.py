@@ -77,7 +77,7 @@ async def put_tenant(body: TenantBody, services: AdminServices) -> dict[str, Any
         )
     except RegistryError as exc:
         raise InvalidRequest(str(exc), param="name") from None
-    services.auth.invalidate()
+    await services.auth.invalidate_everywhere()
     return tenant.to_public()
 
 
@@ -96,7 +96,8 @@ async def create_key(body: KeyBody, services: AdminServices) -> dict[str, Any]:
         )
     except RegistryError as exc:
         raise InvalidRequest(str(exc), param="tenant") from None
-    services.auth.invalidate()  # drop a cached "unknown key" for it, should one exist
+    # Drop a cached "unknown key" for it, should one exist.
+    await services.auth.invalidate_everywhere()
     return {**record.to_public(), "key": key}
 
 
@@ -112,5 +113,5 @@ async def revoke_key(key_id: str, services: AdminServices) -> dict[str, Any]:
         record = await asyncio.to_thread(services.registry.revoke_key, key_id)
     except RegistryError as exc:
         raise NotFound(str(exc), param="key_id") from None
-    services.auth.invalidate()
+    await services.auth.invalidate_everywhere()
     return record.to_public()

@@ -11,8 +11,9 @@ from starlette.responses import Response
 
 from proxy.body import read_body
 from proxy.disconnect import cancelled_on_disconnect
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, RateLimited
 from proxy.pipeline import ChatContext, Injection
+from proxy.rate_limit import requests_per_minute
 from proxy.routing import Target
 from proxy.schemas import ChatCompletionRequest, parse_body
 from proxy.services import Services, get_services
@@ -51,6 +52,12 @@ async def chat_completions(request: Request) -> Response:
     services = get_services(request)
     metrics = services.metrics
     caller = await services.auth.authenticate(request.headers.get("authorization"))
+    try:
+        limit = requests_per_minute(services.settings.memory.policy, caller.tenant.policy)
+        services.limiter.admit(caller.tenant.id, limit)
+    except RateLimited:
+        metrics.requests.labels("chat", "429").inc()
+        raise
     raw = await read_body(request, services.settings.max_body_bytes)
     chat = parse_body(ChatCompletionRequest, raw)
     target = services.router.resolve(chat.model, caller.tenant.upstream, caller.provider_key)

@@ -12,7 +12,9 @@ from policies.calibration import reliability
 from policies.decision import PolicyInputError, tenant_policy
 from proxy.body import json_body
 from proxy.errors import InvalidRequest, NotFound
+from proxy.receipts import Receipt, credit_name
 from proxy.routes.memories import Context, MemoryUnavailable
+from proxy.services import Services
 
 router = APIRouter()
 events = logging.getLogger("memshadow.events")
@@ -38,13 +40,29 @@ class FeedbackBody(BaseModel):
         return (1.0 if self.useful else -1.0) if self.useful is not None else float(self.score or 0)
 
 
+async def _credit(services: Services, receipt: Receipt, ids: list[str], value: float) -> list[str]:
+    """Credit the memories not credited yet for this completion, through whichever replica:
+    each is claimed first, and given back if crediting it fails."""
+    names = {credit_name(i): i for i in ids}
+    won = await services.receipts.claim(receipt, dict.fromkeys(names, repr(value)))
+    fresh = [names[name] for name in won]
+    if not fresh or services.memories is None:
+        return fresh
+    try:
+        await services.memories.record_usefulness(receipt.tenant, fresh, value)
+    except BaseException:
+        await services.receipts.release(receipt, won)
+        raise
+    return fresh
+
+
 @router.post("/v1/feedback")
 async def feedback(
     context: Context, body: Annotated[FeedbackBody, Depends(json_body(FeedbackBody))]
 ) -> dict[str, Any]:
     """Credit exactly the memories injected into one completion; idempotent per memory."""
     services, tenant = context.services, context.id
-    receipt = services.receipts.get(tenant, body.completion_id)
+    receipt = await services.receipts.get(tenant, body.completion_id)
     if receipt is None:
         raise NotFound(
             f"No completion {body.completion_id!r} with injected memories.", param="completion_id"
@@ -57,16 +75,16 @@ async def feedback(
             f"memory_ids were not injected into this completion: {', '.join(foreign)}",
             param="memory_ids",
         )
-    fresh = [i for i in dict.fromkeys(wanted) if i not in receipt.credited]
-    if fresh:
-        if services.memories is None:
-            raise MemoryUnavailable("The memory engine is not available on this server.")
-        await services.memories.record_usefulness(tenant, fresh, body.value)
-        receipt.credited.update(dict.fromkeys(fresh, body.value))
+    if services.memories is None:
+        raise MemoryUnavailable("The memory engine is not available on this server.")
+    fresh = await _credit(services, receipt, list(dict.fromkeys(wanted)), body.value)
     raw = receipt.raw_confidence
-    if not receipt.calibrated and raw is not None and body.value != 0:
-        services.calibration.record(tenant, raw, body.value > 0, abs(body.value))
-        receipt.calibrated = True
+    if (
+        raw is not None
+        and body.value != 0
+        and await services.receipts.claim(receipt, {"calibrated": "1"})
+    ):
+        await services.calibration.record(tenant, raw, body.value > 0, abs(body.value))
     events.info(
         "feedback received: tenant=%s completion=%s value=%.2f memories=%d",
         tenant, body.completion_id, body.value, len(fresh),
@@ -87,6 +105,7 @@ async def calibration(context: Context) -> dict[str, Any]:
     """How well this tenant's confidence has predicted useful injections, and its threshold."""
     services, tenant = context.services, context.id
     book = services.calibration
+    await book.refresh(tenant)  # what every replica has learned, not this one's snapshot
     base = services.settings.memory.policy
     try:
         policy = tenant_policy(base, context.caller.tenant.policy)

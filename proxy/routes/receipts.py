@@ -17,7 +17,7 @@ router = APIRouter()
 async def get_receipt(completion_id: str, request: Request) -> dict[str, Any]:
     services = get_services(request)
     caller = await services.auth.authenticate(request.headers.get("authorization"))
-    receipt = services.receipts.get(caller.tenant.id, completion_id)
+    receipt = await services.receipts.public(caller.tenant.id, completion_id)
     if receipt is None:
         raise NotFound(f"No receipt for completion {completion_id!r}.", param="completion_id")
-    return receipt.to_public()
+    return receipt

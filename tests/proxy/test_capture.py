@@ -7,6 +7,7 @@ import json
 from memory.conversation import Turn, conversation_turns, recall_query
 from memory.model import Scope
 from proxy.capture import CaptureLedger, parse_answer
+from proxy.shared_state import InProcessState
 
 
 def _sse(*events: dict[str, object]) -> list[bytes]:
@@ -86,15 +87,16 @@ def test_system_prompts_and_tool_output_are_not_memories() -> None:
     assert conversation_turns(messages) == [Turn("user", "Look"), Turn("assistant", "called f({})")]
 
 
-def test_ledger_reports_only_new_turns() -> None:
-    ledger = CaptureLedger()
+async def test_ledger_claims_each_turn_once_and_gives_back_what_failed() -> None:
+    ledger = CaptureLedger(InProcessState())
     scope = Scope(tenant="t", user="u")
-    first = [Turn("user", "hello"), Turn("assistant", "hi")]
-    assert ledger.new_turns(scope, first) == first
-    ledger.remember(scope, first)
+    first = [Turn("user", "hello"), Turn("assistant", "hi"), Turn("user", "hello")]
+    assert await ledger.claim(scope, first) == first[:2]
     second = [*first, Turn("user", "how are you")]
-    assert ledger.new_turns(scope, second) == [Turn("user", "how are you")]
-    assert ledger.new_turns(Scope(tenant="t", user="other"), first) == first
+    assert await ledger.claim(scope, second) == [Turn("user", "how are you")]
+    assert await ledger.claim(Scope(tenant="t", user="other"), first) == first[:2]
+    await ledger.release(scope, [Turn("assistant", "hi")])
+    assert await ledger.claim(scope, second) == [Turn("assistant", "hi")]
 
 
 def test_recall_query_pulls_context_for_short_or_referring_turns() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from proxy.auth import Authenticator
 from proxy.cli import app
 from proxy.errors import AuthenticationFailed
 from proxy.keys import TenantRegistry
+from proxy.metrics import Metrics
+from proxy.shared_state import RedisState
+from tests.conftest import RedisServer
 
 
 @pytest.fixture
@@ -48,3 +52,31 @@ def test_bad_input_is_a_clear_error(data_dir: Path) -> None:
     assert unknown.exit_code == 2 and "no key" in unknown.stderr
     missing = runner.invoke(app, ["serve", "--config", str(data_dir / "missing.yaml")])
     assert missing.exit_code == 2 and "config file not found" in missing.stderr
+
+
+async def test_revoke_tells_every_replica_through_redis(
+    data_dir: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMSHADOW_REDIS_URL", redis_server.url)
+    runner = CliRunner()
+    key = runner.invoke(app, ["keys", "create", "--tenant", "acme"]).stdout.strip().split()[-1]
+    registry = TenantRegistry(str(data_dir / "registry"))
+    shared = RedisState(redis_server.url, Metrics())
+    replica = Authenticator(registry, ttl_s=300, shared=shared)
+    await shared.start()
+    try:
+        while not shared.healthy:
+            await asyncio.sleep(0.02)
+        await replica.authenticate(f"Bearer {key}")  # cached for 300 s
+        revoked = runner.invoke(app, ["keys", "revoke", registry.list_keys()[0].id])
+        assert revoked.exit_code == 0 and "warning" not in revoked.output
+        for _ in range(100):
+            try:
+                await replica.authenticate(f"Bearer {key}")
+            except AuthenticationFailed:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the replica kept accepting the revoked key")
+    finally:
+        await shared.aclose()
