@@ -213,6 +213,17 @@ def start_memshadow(fleet: Fleet, mock_url: str) -> tuple[str, str]:
     return f"http://127.0.0.1:{port}/v1", lines[-1].strip()
 
 
+def start_floor(fleet: Fleet, mock_url: str) -> str:
+    """Start the floor proxy (``floor_proxy.py``) under uvicorn as MemShadow runs; its URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "bench.floor_proxy:app", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    env = clean_env(UPSTREAM=mock_url, PYTHONPATH=str(REPO))
+    proc = fleet.start("floor", argv, env)
+    wait_ready(proc, f"http://127.0.0.1:{port}/health", 60.0)
+    return f"http://127.0.0.1:{port}/v1"
+
+
 def litellm_config(mock_url: str, master_key: str) -> str:
     # JSON is YAML: no need for a YAML writer. No database_url: no Prisma, no spend logs.
     return json.dumps(
@@ -266,10 +277,11 @@ def start_targets(fleet: Fleet, opts: Options, results: Results) -> list[Target]
         return made
 
     starters: dict[str, Callable[[], list[Target]]] = {
+        "floor": lambda: [Target("floor", start_floor(fleet, mock_url), {})],
         "memshadow": memshadow,
         "litellm": lambda: [litellm_target(*start_litellm(fleet, mock_url))],
     }
-    for name in ("memshadow", "litellm"):
+    for name in ("floor", "memshadow", "litellm"):
         if name not in opts.targets:
             continue
         print(f"starting {name} …", flush=True)
@@ -618,7 +630,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--targets",
-        default="direct,memshadow,litellm",
+        default="direct,floor,memshadow,litellm",
         help="which proxies to start (direct is always measured)",
     )
     parser.add_argument(
