@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import reference
 from memory.index import ScopeIndex
 from memory.lancedb_store import LanceMemoryStore
 from memory.model import Memory, Scope, Source, Tier, content_hash, utcnow
@@ -219,7 +220,29 @@ def forget_scopes(service: MemoryService) -> None:
         store._scopes.clear()
 
 
+def print_goals(
+    machine: reference.Reference, rate: float, p50_10k: float, p50_tenant: float, rows: int
+) -> None:
+    """Issue 3's goals, raw and scaled to DESIGN's machine by the embedding factor (a recall
+    and an ingestion are both dominated by MiniLM's compute)."""
+    factor = machine.embedding_factor
+    print(f"\nGoals (scaled = divided by the embedding factor x{factor:.2f})")
+    checks = [
+        ("search p50, one user of 10k (ms)", p50_10k, 5.0, True),
+        (f"search p50, a user in a tenant of {rows:,} (ms)", p50_tenant, 15.0, True),
+        ("ingestion (memories/s)", rate, 500.0, False),
+    ]
+    for what, raw, goal, at_most in checks:
+        scaled = raw / factor if at_most else raw * factor
+        met = scaled <= goal if at_most else scaled >= goal
+        sign = "<=" if at_most else ">="
+        print(f"    {what:<48} raw {raw:8.2f}  scaled {scaled:8.2f}  {sign} {goal:g}  "
+              f"{'ok' if met else 'MISSED'}")  # fmt: skip
+
+
 async def main(args: argparse.Namespace) -> None:
+    machine = reference.measure()
+    print(machine.describe())
     data = Path(tempfile.mkdtemp(prefix="memshadow-bench-"))
     embedder = load_embedder(args.embedder)
     store = LanceMemoryStore(
@@ -240,6 +263,7 @@ async def main(args: argparse.Namespace) -> None:
         rate = await ingest(service, "user-10k", texts)
         print(f"ingestion (store → searchable), 10k memories: {rate:,.0f} memories/s")
         _, p50, p99 = await latency(service, "user-10k", 300, 7)
+        p50_10k = p50
         print(f"search, one user scope of 10k: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         print(f"  of which query embedding alone: p50 {embedding_latency(embedder, 300, 8):.2f} ms")
 
@@ -255,6 +279,7 @@ async def main(args: argparse.Namespace) -> None:
         )
         recall = recall_vs_exhaustive(service, "user-10k", 50, 12)
         print(f"vector recall@10 vs exhaustive search, that user: {recall:.3f} (an exact scan)")
+        print_goals(machine, rate, p50_10k, p50, rows)
         if args.big_user_rows:
             seconds = await bulk_load(service, ["big-user"], args.big_user_rows, seed=3)
             print(f"bulk-loaded {args.big_user_rows:,} rows for one user in {seconds:.0f} s")
