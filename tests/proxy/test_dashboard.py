@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections import Counter
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,9 +15,13 @@ import pytest
 from fastapi import FastAPI
 
 from config import Settings
+from memory.lancedb_store import LanceMemoryStore
+from memory.model import Memory
+from memory.service import MemoryService
+from memory.store import Vectors
 from proxy.keys import Tenant, TenantRegistry
 from tests.conftest import ADMIN_KEY, UPSTREAM, build_app, in_process
-from tests.fakes import FakeUpstream, completion
+from tests.fakes import FakeEmbedder, FakeUpstream, completion
 from tests.proxy.test_memories_api import eventually
 
 PAGES = ("/dashboard", "/admin/overview")
@@ -249,6 +256,72 @@ async def test_an_engine_that_failed_to_start_is_named(
         "enabled": False,
         "reason": "plain proxy: the memory engine failed to start (see the log)",
     }
+
+
+class HeldStore(LanceMemoryStore):
+    """Writes wait for ``writes``, duplicate checks (every store starts with one) for
+    ``lookups``: a backlog that stays put while it is looked at."""
+
+    def __init__(self, uri: Path) -> None:
+        super().__init__(uri, model_id=FakeEmbedder().model_id, dimension=FakeEmbedder().dimension)
+        self.writes, self.lookups = asyncio.Event(), asyncio.Event()
+        self.lookups.set()
+
+    async def add(
+        self, tenant: str, memories: Sequence[Memory], vectors: Vectors, *, new: bool = False
+    ) -> None:
+        await self.writes.wait()
+        await super().add(tenant, memories, vectors, new=new)
+
+    async def by_hash(self, tenant: str, user: str, hashes: Sequence[str]) -> list[Memory | None]:
+        await self.lookups.wait()
+        return await super().by_hash(tenant, user, hashes)
+
+
+async def test_the_ingestion_backlog_is_what_waits(
+    settings: Settings, registry: TenantRegistry, tenant_key: str, upstream: FakeUpstream
+) -> None:
+    store = HeldStore(settings.data_dir / "held")
+    memories = MemoryService(settings.data_dir / "memory", FakeEmbedder(), store=store)
+    await memories.start()
+    app = build_app(settings, registry=registry, memories=memories)
+
+    async def ingestion(http: httpx.AsyncClient) -> dict[str, int]:
+        figures: dict[str, int] = (await http.get("/admin/overview", headers=ADMIN)).json()[
+            "ingestion"
+        ]
+        return figures
+
+    try:
+        async with in_process(app, tenant_key) as http:
+            items = [{"content": "Ann drinks green tea."}, {"content": "Ann rides a red bike."}]
+            assert (
+                await http.post("/v1/memories", json={"user": "ann", "items": items})
+            ).is_success
+            store.lookups.clear()  # the capture worker now stops at its first exchange
+            for n in range(3):
+                assert (await _chat(http, f"note {n}", "write")).is_success
+            waiting = {"capture_queue": 2, "capture_dropped": 0, "write_backlog": 2}
+            await eventually(lambda: _equals(ingestion(http), waiting))
+            page = (await http.get("/dashboard", headers=ADMIN)).text
+            [acme] = (await http.get("/admin/overview", headers=ADMIN)).json()["tenants"]
+            assert acme["memories_total"] == 0  # acknowledged, not stored yet
+            store.writes.set()
+            store.lookups.set()
+            drained = {"capture_queue": 0, "capture_dropped": 0, "write_backlog": 0}
+            await eventually(lambda: _equals(ingestion(http), drained))
+            [acme] = (await http.get("/admin/overview", headers=ADMIN)).json()["tenants"]
+    finally:
+        store.writes.set()
+        store.lookups.set()
+        await memories.aclose()
+    assert 'exchanges waiting to be captured</th><td class="n">2<' in page
+    assert 'memories acknowledged, not yet stored</th><td class="n">2<' in page
+    assert acme["memories_total"] > 2  # the two stored and the captured turns
+
+
+async def _equals(figures: Awaitable[dict[str, int]], wanted: dict[str, int]) -> bool:
+    return await figures == wanted
 
 
 # -- escaping and secrets --------------------------------------------------------------

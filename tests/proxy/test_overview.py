@@ -1,4 +1,4 @@
-"""The pure pieces of the overview: URLs shown, histogram estimates, key tallies, queue depth."""
+"""The pure pieces of the overview: URLs shown, histogram estimates, key tallies, durations."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from memory.model import Scope
-from proxy.capture import CaptureJob, CaptureQueue
 from proxy.keys import KeyRecord
 from proxy.metrics import Metrics
 from proxy.overview import bucket_quantile, key_figures, latencies, public_url
@@ -91,12 +89,3 @@ def test_keys_are_tallied_per_tenant_with_hints_of_active_ones_only() -> None:
 )
 def test_durations_read_at_a_glance(seconds: float | None, shown: str) -> None:
     assert duration(seconds) == shown
-
-
-async def test_capture_queue_depth_and_drops() -> None:
-    # Not started: nothing consumes, so what is submitted stays queued.
-    queue = CaptureQueue(memories=None, maxsize=2)  # type: ignore[arg-type]
-    job = CaptureJob(Scope(tenant="acme", user="ann"), b"{}", [], streamed=False)
-    for _ in range(3):
-        queue.submit(job)
-    assert (queue.depth, queue.dropped) == (2, 1)
