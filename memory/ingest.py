@@ -259,6 +259,11 @@ class Ingestor:
     def pending_by_hash(self, tenant: str, user: str, content_hash: str) -> Memory | None:
         return self._pending_hash.get((tenant, user, content_hash))
 
+    @property
+    def backlog(self) -> int:
+        """Memories acknowledged (durable in the write-ahead log) but not yet in the store."""
+        return self._committed - self._applied
+
     async def flush(self) -> None:
         """Wait until everything acknowledged so far is applied to the store."""
         target = self._committed

@@ -504,6 +504,22 @@ class LanceMemoryStore:
 
         return await asyncio.to_thread(read)
 
+    async def count_live(self, tenant: str) -> dict[Tier, int]:
+        def read() -> dict[Tier, int]:
+            table = self._table(tenant, create=False)
+            if table is None:
+                return {}
+            live = (col("superseded_by") == lit("")) & (col("archived") == lit(False))
+            # count_rows takes SQL text only: lancedb renders it from the typed expression.
+            # Four counts take ~50 ms at 100k rows; reading the tier column took ~110 ms.
+            counts = {
+                tier: table.count_rows(((col("tier") == lit(tier.value)) & live).to_sql())
+                for tier in Tier
+            }
+            return {tier: int(n) for tier, n in counts.items() if n}
+
+        return await asyncio.to_thread(read)
+
     async def tenants(self) -> list[str]:
         return await asyncio.to_thread(self._tenants)
 

@@ -322,6 +322,19 @@ class MemoryService:
             if cursor is None:
                 return items[-limit:]
 
+    async def count_live(self, tenant: str) -> dict[Tier, int]:
+        """The tenant's live memories per tier, as the store holds them now.
+
+        It does not wait for ingestion (a status page must not): memories acknowledged but
+        not yet applied are counted by :attr:`ingest_backlog` instead.
+        """
+        return await self._store.count_live(tenant)
+
+    @property
+    def ingest_backlog(self) -> int:
+        """Acknowledged memories (in the write-ahead log) the store has not applied yet."""
+        return self._ingest.backlog
+
     # -- export and import -------------------------------------------------------------
     async def export(
         self, tenant: str, *, user: str | None = None, include_vectors: bool = False

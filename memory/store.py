@@ -173,6 +173,10 @@ class MemoryStore(Protocol):
 
     async def stats(self, tenant: str, scope: ScopeFilter) -> list[MemoryStats]: ...
 
+    async def count_live(self, tenant: str) -> dict[Tier, int]:
+        """How many live memories the tenant has per tier (a tier with none is absent)."""
+        ...
+
     async def tenants(self) -> list[str]:
         """Every tenant with a table in this store (for background maintenance)."""
         ...

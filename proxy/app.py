@@ -30,7 +30,7 @@ from proxy.model_info import load_context_windows
 from proxy.pipeline import ChatMemory, NoMemory
 from proxy.rate_limit import RateLimiter
 from proxy.receipts import ReceiptStore
-from proxy.routes import admin, chat, feedback, health, passthrough
+from proxy.routes import admin, chat, dashboard, feedback, health, passthrough
 from proxy.routes import memories as memories_routes
 from proxy.routes import receipts as receipts_routes
 from proxy.routing import ModelRouter
@@ -274,7 +274,16 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    routers = (chat, passthrough, memories_routes, receipts_routes, feedback, health, admin)
+    routers = (
+        chat,
+        passthrough,
+        memories_routes,
+        receipts_routes,
+        feedback,
+        health,
+        admin,
+        dashboard,
+    )
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(RequestIdMiddleware)

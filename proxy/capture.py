@@ -204,6 +204,11 @@ class CaptureQueue:
         """Wait until every submitted exchange is stored (tests, shutdown)."""
         await self._queue.join()
 
+    @property
+    def depth(self) -> int:
+        """Jobs waiting for the worker (the ingestion backlog the dashboard shows)."""
+        return self._queue.qsize()
+
     async def _run(self) -> None:
         while True:
             job = await self._queue.get()
