@@ -76,6 +76,8 @@ class Server(_Figures):
     upstream_base_url: str
     memory: MemoryMode
     redis_url: str | None
+    # Whether Redis answers and its broadcasts reach this replica (None without Redis).
+    redis_up: bool | None
     auth_mode: str
     model_routes: int
 
@@ -311,6 +313,11 @@ def _process() -> dict[str, float]:
     }
 
 
+def _redis_up(services: Services) -> bool:
+    up = services.metrics.registry.get_sample_value("memshadow_shared_state_up")
+    return up == 1.0
+
+
 def memory_mode(services: Services) -> MemoryMode:
     if not services.settings.memory.enabled:
         return MemoryMode(
@@ -336,6 +343,7 @@ def server(services: Services) -> Server:
         upstream_base_url=public_url(settings.upstream_base_url),
         memory=memory_mode(services),
         redis_url=public_url(settings.redis_url) if settings.redis_url else None,
+        redis_up=_redis_up(services) if settings.redis_url else None,
         auth_mode=settings.auth_mode,
         model_routes=len(settings.model_list),
     )

@@ -387,3 +387,22 @@ async def test_no_secret_appears_in_the_page_or_the_json(
     [acme] = overview["tenants"]
     assert acme["upstream_base_url"] == "https://llm.example/v1" and acme["upstream_key_set"]
     assert "redis://redis.internal:6379/0" in bodies[0] and "own key" in bodies[0]
+
+
+async def test_redis_health_is_shown(
+    settings: Settings, registry: TenantRegistry, redis_server: Any
+) -> None:
+    shared = settings.model_copy(update={"redis_url": redis_server.url})
+    async with in_process(build_app(shared, registry=registry)) as http:
+        up = (await http.get("/admin/overview", headers=ADMIN)).json()["server"]
+        assert up["redis_url"] == redis_server.url and up["redis_up"] is True
+        assert "</code>, up</td>" in (await http.get("/dashboard", headers=ADMIN)).text
+        redis_server.stop()
+
+        async def down() -> bool:  # the broken subscription marks it down
+            server = (await http.get("/admin/overview", headers=ADMIN)).json()["server"]
+            return server["redis_up"] is False
+
+        await eventually(down)
+        page = (await http.get("/dashboard", headers=ADMIN)).text
+    assert "down</strong>: memory is degraded" in page
