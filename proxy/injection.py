@@ -101,6 +101,7 @@ class MemoryInjector:
         self._metrics = metrics
         self._shared = shared
         self._admission = RecallAdmission(max_inflight)
+        metrics.recall_limit.set(self._admission.limit)  # not 0 until the first recall ends
         self._policy = policy
         self._windows = windows
         self._tokens = tokens or TokenCounter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 @dataclass
@@ -12,6 +12,8 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        # CPU, resident memory, open files and start time of this process (Linux /proc).
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "memshadow_requests",
             "Proxied requests by route and outcome.",

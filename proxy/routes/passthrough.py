@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 
 import orjson
 from fastapi import APIRouter
@@ -10,11 +11,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.body import read_body
+from proxy.errors import ProxyError
+from proxy.metrics import Metrics
 from proxy.schemas import EmbeddingsRequest, parse_body
 from proxy.services import get_services
-from proxy.upstream import forwarded_request_headers
+from proxy.upstream import UpstreamReply, forwarded_request_headers
 
 router = APIRouter()
+
+
+async def _counted(metrics: Metrics, route: str, reply: Awaitable[UpstreamReply]) -> UpstreamReply:
+    """The upstream's answer, counted in ``memshadow_requests`` like chat's (errors too)."""
+    try:
+        answer = await reply
+    except ProxyError as error:
+        metrics.requests.labels(route, str(error.status_code)).inc()
+        raise
+    metrics.requests.labels(route, str(answer.status_code)).inc()
+    return answer
 
 
 @router.get("/v1/models")
@@ -23,8 +37,12 @@ async def list_models(request: Request) -> Response:
     services = get_services(request)
     caller = await services.auth.authenticate(request.headers.get("authorization"))
     target = services.router.resolve("", caller.tenant.upstream, caller.provider_key)
-    reply = await services.openai.request(
-        target, "GET", "models", headers=forwarded_request_headers(request.headers)
+    reply = await _counted(
+        services.metrics,
+        "models",
+        services.openai.request(
+            target, "GET", "models", headers=forwarded_request_headers(request.headers)
+        ),
     )
     listing = orjson.loads(reply.body)
     known = {m.get("id") for m in listing.get("data", []) if isinstance(m, dict)}
@@ -47,13 +65,19 @@ async def create_embeddings(request: Request) -> Response:
     if target.kind == "litellm":
         payload = orjson.loads(raw)
         payload.pop("model", None)
-        reply = await services.litellm.embed(target, payload)
+        reply = await _counted(
+            services.metrics, "embeddings", services.litellm.embed(target, payload)
+        )
     else:
         if target.model != embeddings.model:
             payload = orjson.loads(raw)
             payload["model"] = target.model
             raw = orjson.dumps(payload)
-        reply = await services.openai.request(
-            target, "POST", "embeddings", raw, forwarded_request_headers(request.headers)
+        reply = await _counted(
+            services.metrics,
+            "embeddings",
+            services.openai.request(
+                target, "POST", "embeddings", raw, forwarded_request_headers(request.headers)
+            ),
         )
     return Response(reply.body, reply.status_code, reply.headers, media_type="application/json")

@@ -43,6 +43,21 @@ async def test_metrics_count_requests(client: httpx.AsyncClient, upstream: FakeU
     assert 'memshadow_memory_status_total{status="off"} 1.0' in text
 
 
+async def test_metrics_count_passthrough_calls_and_show_the_process(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    assert (await client.get("/v1/models")).status_code == 200
+    upstream.enqueue(httpx.Response(400, json={"error": {"message": "bad input"}}))
+    embeddings = await client.post("/v1/embeddings", json={"model": "e", "input": "hi"})
+    assert embeddings.status_code == 400
+    text = (await client.get("/metrics")).text
+    assert 'memshadow_requests_total{route="models",status="200"} 1.0' in text
+    assert 'memshadow_requests_total{route="embeddings",status="400"} 1.0' in text
+    assert "process_resident_memory_bytes" in text
+    # The recall limit is its ceiling before any recall has finished, not 0.
+    assert "memshadow_recall_concurrency_limit 16.0" in text
+
+
 class BrokenRegistry(TenantRegistry):
     def find_key(self, key_hash: str) -> None:
         raise RuntimeError("disk on fire /secret/path")
