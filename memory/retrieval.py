@@ -19,7 +19,8 @@ Pure functions over :class:`memory.store.Candidates`; no I/O. The order of opera
 5. MMR over the candidates' vectors so the top k are not ten copies of one fact, stopping
    when the token budget is spent.
 6. Confidence: :func:`confidence_features` measures the recall (margin, retriever agreement,
-   keyword strength, query coverage, query shape, usefulness history) and
+   keyword strength, query coverage, query shape, whether the people the query names are
+   the ones whose statements match it, usefulness history) and
    :func:`policies.confidence.confidence` turns them into a probability.
 """
 
@@ -33,6 +34,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from memory.attribution import attribution
 from memory.model import Recalled, RecallResult
 from memory.store import Candidates
 from memory.usefulness import UsefulnessPrior, keeps_failing, posterior_mean, prior_weight
@@ -193,21 +195,23 @@ def confidence_features(
     """Measure what :func:`policies.confidence.confidence` weighs (see its docstring).
 
     ``chosen`` indexes the recalled candidates, best first; ``query`` may be empty, and then
-    the query-dependent features (coverage, shape) stay neutral.
+    the query-dependent features (coverage, shape, attribution) stay neutral.
     """
     sims = candidates.vector_sim.astype(np.float64)
-    top = chosen[0]
     vector_top = set(np.flatnonzero((candidates.vector_rank >= 0) & (candidates.vector_rank < 5)))
     keyword_top = set(
         np.flatnonzero((candidates.keyword_rank >= 0) & (candidates.keyword_rank < 5))
     )
+    named = attribution(query, [candidates.memories[i].content for i in chosen], sims[chosen])
     return ConfidenceFeatures(
         margin=float(sims[chosen].max() - np.median(sims)),
         agreement=len(vector_top & keyword_top) / 5,
         keyword_strength=float(np.log1p(max(0.0, float(candidates.keyword.max())))),
-        coverage=_coverage(query, candidates, top),
+        coverage=_coverage(query, candidates, chosen[0]),
         speculative=speculative(query),
         names_date=bool(time_windows(query)),
+        several_people=named.people >= 2,
+        misattribution=named.misattribution,
         usefulness=float(useful[chosen[:3]].mean()),
     )
 
@@ -226,15 +230,19 @@ def _coverage(query: str, candidates: Candidates, top: int) -> float:
     """IDF-weighted share of the query's terms in the best candidate; 1.0 without a query.
 
     Document frequencies come from the candidate pool: a query word in every candidate says
-    little about which one answers it.
+    little about which one answers it. Words no candidate holds are left out: they are
+    paraphrase or vocabulary the memories do not use, and on LoCoMo counting them against the
+    best candidate made the coverage a worse predictor (``bench/confidence_fit.py``). A query
+    none of whose words any candidate holds covers nothing (0.0).
     """
     wanted = _terms_of(query)
     if not wanted:
         return 1.0
     pool = [_terms_of(m.content) for m in candidates.memories]
-    weight = {t: float(np.log1p(len(pool) / (1 + sum(t in d for d in pool)))) for t in wanted}
+    frequency = {t: sum(t in d for d in pool) for t in wanted}
+    weight = {t: float(np.log1p(len(pool) / (1 + f))) for t, f in frequency.items() if f}
     total = sum(weight.values())
-    return sum(w for t, w in weight.items() if t in pool[top]) / total if total else 1.0
+    return sum(w for t, w in weight.items() if t in pool[top]) / total if total else 0.0
 
 
 def rank(

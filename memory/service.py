@@ -207,7 +207,7 @@ class MemoryService:
         )  # fmt: skip
         return rank(
             candidates, k=k, max_tokens=max_tokens, now=utcnow(),
-            retention=self._retention, prior=self._prior, weights=self._weights,
+            retention=self._retention, prior=self._prior, weights=self._weights, query=query,
         )  # fmt: skip
 
     # -- read and manage ---------------------------------------------------------------

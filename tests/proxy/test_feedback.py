@@ -140,6 +140,31 @@ async def test_off_topic_questions_abstain(
     assert receipt["status"] == "abstained" and receipt["memories"] == []
 
 
+async def test_a_question_pairing_a_person_with_someone_elses_fact_abstains(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    # A transcript of two people: the race and what it taught are Melanie's, not Caroline's.
+    await _store(
+        client,
+        "pair",
+        "Melanie: After the charity race last Saturday I realised self-care really matters.",
+        "Caroline: I went to the pottery class with my cousin.",
+        "Melanie: My kids love the beach in summer.",
+        "Caroline: The library downtown has a new reading room.",
+        "Caroline: I painted a sunrise over the lake this morning.",
+    )
+    right = await _ask(
+        client, upstream, "pair", "What did Melanie realise after the charity race?", "cmpl-m"
+    )
+    assert right.headers["x-memory-status"] == "ok"
+    wrong = await _ask(
+        client, upstream, "pair", "What did Caroline realise after the charity race?", "cmpl-c"
+    )
+    assert wrong.headers["x-memory-status"] == "abstained"
+    assert float(wrong.headers["x-memory-confidence"]) < 0.2
+    assert float(right.headers["x-memory-confidence"]) > 0.5
+
+
 @pytest.mark.parametrize(
     ("second_turn", "kind"),
     [("Where does Di live now?", "regenerate"), ("No, that's wrong, I moved since.", "correction")],
