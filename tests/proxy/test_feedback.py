@@ -227,3 +227,19 @@ async def test_calibration_is_visible(client: httpx.AsyncClient, upstream: FakeU
     metrics = (await client.get("/metrics")).text
     assert 'memshadow_calibration_error{tenant="acme"}' in metrics
     assert 'memshadow_confidence_threshold{tenant="acme"}' in metrics
+
+
+async def test_useful_injections_never_lower_the_threshold_below_the_policy(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    await _store(client, "gi", "Gi's bike lock code is 9182.")
+    for n in range(30):  # enough outcomes for the threshold to adapt
+        cid = f"cmpl-gi-{n}"
+        response = await _ask(client, upstream, "gi", "What is Gi's bike lock code?", cid, f"g{n}")
+        assert response.headers["x-memory-status"] == "ok"
+        await client.post("/v1/feedback", json={"completion_id": cid, "useful": True})
+    body = (await client.get("/v1/calibration")).json()
+    assert body["outcomes"] == pytest.approx(30)
+    # Every injection helped, so any edge meets the target precision; the configured 0.2
+    # still stands, or the tenant would inject at any confidence at all.
+    assert body["threshold"] == pytest.approx(0.2)
