@@ -194,7 +194,9 @@ class CaptureQueue:
         if not fresh:
             return
         receipt.signals.update((kind, i) for i in fresh)
-        await self._memories.record_usefulness(receipt.tenant, fresh, weight)
+        await self._memories.record_usefulness(
+            receipt.tenant, fresh, weight, user=receipt.user, question=receipt.question
+        )
         if receipt.raw_confidence is not None:
             self._calibration.record(
                 receipt.tenant, receipt.raw_confidence, weight > 0, abs(weight)

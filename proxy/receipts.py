@@ -42,6 +42,8 @@ class Receipt:
     contents: dict[str, str] = field(default_factory=dict)
     # Implicit outcomes already applied, as (kind, memory id).
     signals: set[tuple[str, str]] = field(default_factory=set)
+    # The key of the question recalled for, so feedback is also filed under it.
+    question: str = ""
 
     @property
     def injected_ids(self) -> list[str]:
@@ -53,6 +55,7 @@ class Receipt:
         body.pop("calibrated")
         body.pop("contents")
         body.pop("signals")
+        body.pop("question")
         body["object"] = "memory.receipt"
         return body
 

@@ -61,7 +61,9 @@ async def feedback(
     if fresh:
         if services.memories is None:
             raise MemoryUnavailable("The memory engine is not available on this server.")
-        await services.memories.record_usefulness(tenant, fresh, body.value)
+        await services.memories.record_usefulness(
+            tenant, fresh, body.value, user=receipt.user, question=receipt.question
+        )
         receipt.credited.update(dict.fromkeys(fresh, body.value))
     raw = receipt.raw_confidence
     if not receipt.calibrated and raw is not None and body.value != 0:
