@@ -29,7 +29,11 @@ Each is fitted (Newton's method, a little L2):
     .venv/bin/python -m bench.confidence_fit                           # real MiniLM, ~3 minutes
     .venv/bin/python -m bench.confidence_fit --samples /tmp/conf.json  # reuse measured features
 
-Last run: see ``bench/locomo_confidence.py`` and the README's Performance section.
+Last runs (two, with the shipped features): the product's coefficients in-sample 1-4 AUROC
+0.829 / 0.824, ECE 0.034; leaving each conversation out, pooled, 0.795 / 0.789 (per
+conversation 0.826, 0.793, 0.969, 0.737 and 0.823, 0.798, 0.960, 0.722), ECE 0.035 / 0.036,
+category 5 abstaining 43.9% / 42.8% at 0.2 for 2.2% of categories 1-4; the misattribution
+slope fitted -13.4 / -13.3 (-11.9 to -15.8 per fold).
 """
 
 from __future__ import annotations
