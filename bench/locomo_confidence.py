@@ -12,42 +12,47 @@ candidates is injected and its confidence is visible, and a generous ``recall_de
     .venv/bin/python -m bench.locomo_confidence                    # real MiniLM, ~3 minutes
     .venv/bin/python -m bench.locomo_confidence --embedder fake    # smoke run
 
-Label (categories 1-4): at least one evidence turn is among the injected memories (receipt ids
-mapped to turns). Reported:
+Label: at least one evidence turn is among the injected memories (receipt ids mapped to
+turns); for category 5 (adversarial, nothing true in memory) an injection never helps.
+Reported:
 
-- AUROC of the confidence for that label (goal ≥ 0.80) and ECE over 10 equal-width bins
-  (goal ≤ 0.05), raw, per category and overall;
-- calibration through the product: the questions are split 50/50 (fixed seed); each
-  first-half completion gets ``POST /v1/feedback`` with ``useful`` = its label (the tenant's
-  calibration learns from it); the bins are then read back from ``GET /v1/calibration`` and
-  the same mapping the proxy applies (``policies.calibration.calibrated``) is applied to the
-  second half's raw confidences; AUROC and ECE on the second half, raw vs calibrated;
-- at the default threshold 0.2: abstention rate of category 5 (adversarial, nothing true in
-  memory) against abstention and injected-evidence recall on categories 1-4 (at threshold 0
-  vs 0.2). Before any feedback the proxy's rule is exactly ``confidence >= threshold``, so
-  this is read off the same run.
+- per category: AUROC of the confidence for that label (goal ≥ 0.80 on 1-4) and ECE over 10
+  equal-width bins (goal ≤ 0.05), abstention and injected-evidence recall at the default
+  threshold (``MemoryPolicy.confidence_threshold``) and at 0; the reliability diagram;
+- a threshold sweep: the share of category 5 that abstains against the abstentions and the
+  injected-evidence recall of categories 1-4. Before any feedback the proxy's rule is exactly
+  ``confidence >= threshold``, so this is read off the same run;
+- calibration through the product: all questions split 50/50 (fixed seed); each first-half
+  completion gets ``POST /v1/feedback`` with ``useful`` = its label; the bins are read back
+  from ``GET /v1/calibration`` and the proxy's own mapping (``policies.calibration``) is
+  applied to the second half. Calibration is per population, so the 1-4 rows are also
+  calibrated on the first half's 1-4 outcomes alone (same maths, outside the server). Then
+  the default threshold those outcomes adapt to, and what the second half would inject under
+  the product's rule after that feedback.
 
 The confidence is :func:`policies.confidence.confidence` over the features
-:func:`memory.retrieval.confidence_features` measures; its coefficients are refitted and
-cross-checked by :mod:`bench.confidence_fit`. Last runs (real MiniLM, categories 1-4):
+:func:`memory.retrieval.confidence_features` measures; its coefficients are fitted and
+cross-checked by :mod:`bench.confidence_fit` (which gives the held-out figures: the ones this
+prints are in-sample). Last runs (real MiniLM):
 
-- before (0.65·similarity + 0.25·agreement + 0.10·margin): AUROC 0.65, ECE 0.061 raw /
-  0.033 calibrated;
-- now, ``memory/service.py`` not yet passing the query to ``rank`` (coverage and query shape
-  neutral): AUROC 0.788-0.799, ECE 0.022-0.025 raw; second half 0.784-0.788, ECE 0.011-0.016
-  calibrated;
-- with the query passed (the same tree, that one-line change applied): AUROC 0.821-0.848, ECE
-  0.034-0.035 raw; second half 0.819-0.871, ECE 0.031-0.041 calibrated. Two runs each, a
-  commit of the index apart; ~55 questions without evidence make ±0.02 AUROC noise.
+- before issue 5's model (0.65·similarity + 0.25·agreement + 0.10·margin): AUROC 0.65, ECE
+  0.061 raw / 0.033 calibrated, category 5 abstained 0% (its confidence was as high as that
+  of answerable questions);
+- the retrieval features alone, with the query reaching ``rank``: AUROC 0.821-0.848 (1-4),
+  category 5 still 0%;
+- now (misattribution, several people, coverage of known words; fixed coefficients): 1-4
+  AUROC 0.825 / 0.832, ECE 0.037 / 0.034; category 5 abstains 42.8% / 42.2% at 0.2 while 1-4
+  abstain 2.1% and their injected-evidence recall goes 83.4% -> 82.1% / 83.2% -> 81.9%; sweep
+  of the second run 0.3: 49.7%, 0.5: 55.5% (recall 80.3%). Calibrated second half: ECE 0.052
+  (1-5, through the endpoint), 0.062 (1-4 on 1-4); the threshold stays 0.20 and 50.5% of the
+  second half's category 5 abstains.
 
-Category 5 is not separated: its confidence (mean 0.91-0.94) is as high as that of answerable
-questions (AUROC for "answerable" 0.42-0.45), and nothing abstains at 0.2. An adversarial
-question names the wrong person ("What did Caroline realize after her charity race?" when
-Melanie ran it), and retrieval finds the right memories all the same. A speaker-attribution
-penalty (the query's named person is not the speaker of the best candidates) was measured:
-abstaining on half of category 5 also abstains on 30% of categories 1-4 (injected recall
-84% → 60%) and lowers the AUROC to 0.64, so it is not in the model. Telling whose fact a
-memory states needs a reader, not retrieval statistics.
+An adversarial question mostly names the wrong person ("What did Caroline realise after her
+charity race?" when Melanie ran it), and retrieval finds Melanie's turn all the same. A first
+attribution penalty (the named person is not the speaker of the best candidates) abstained on
+30% of categories 1-4 for half of category 5, because the other speaker's questions and
+replies echo the words ("How was your race?"); :mod:`memory.attribution` compares the best
+*statements* of each speaker instead.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +89,18 @@ from bench.locomo_recall import (
 )
 
 ALL_CATEGORIES = {**CATEGORIES, 5: "adversarial"}
-DEFAULT_THRESHOLD = 0.2  # MemoryPolicy.confidence_threshold
 BINS = 10
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def _policy_default(field: str) -> float:
+    from policies.decision import MemoryPolicy
+
+    return float(getattr(MemoryPolicy(), field))
+
+
+THRESHOLD = _policy_default("confidence_threshold")
+TARGET_PRECISION = _policy_default("target_precision")
 
 
 # ------------------------------------------------------------------------------ data
@@ -213,6 +229,23 @@ def num(x: float) -> str:
 # ------------------------------------------------------------------------------ the run
 
 
+def useful(a: Asked) -> bool:
+    """The outcome a user would report: evidence injected; never for category 5 (no answer)."""
+    return a.label and a.question.category in CATEGORIES
+
+
+def conf(a: Asked) -> float:
+    return a.confidence if a.confidence is not None else 0.0
+
+
+def split(asked: list[Asked], seed: int) -> tuple[list[Asked], list[Asked]]:
+    """50/50 (fixed seed) over every question, adversarial ones included."""
+    order = list(range(len(asked)))
+    random.Random(seed).shuffle(order)
+    half = len(order) // 2
+    return [asked[i] for i in order[:half]], [asked[i] for i in order[half:]]
+
+
 async def run(args: argparse.Namespace) -> None:
     from tests.conftest import LoopbackServer
     from tests.fakes import FakeUpstream
@@ -233,51 +266,38 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 for question in conversation.questions:
                     asked.append(await ask_chat(client, upstream, stored, question))
-            statuses = Counter(a.status for a in asked)
-            scored = [a for a in asked if a.question.category in CATEGORIES]
-            # 50/50 split of the scored questions; the first half teaches the calibration.
-            order = list(range(len(scored)))
-            random.Random(args.seed).shuffle(order)
-            half = len(order) // 2
-            first = [scored[i] for i in order[:half]]
-            second = [scored[i] for i in order[half:]]
+            first, second = split(asked, args.seed)
             fed = 0
-            for a in first:
+            for a in first:  # the first half teaches the tenant's calibration
                 if a.status != "ok" or a.confidence is None:
                     continue  # no receipt: nothing the product could be told about
                 checked(
                     await client.post(
-                        "/v1/feedback", json={"completion_id": a.completion_id, "useful": a.label}
+                        "/v1/feedback", json={"completion_id": a.completion_id, "useful": useful(a)}
                     )
                 )
                 fed += 1
             endpoint = checked(await client.get("/v1/calibration"))
     book = calibration_from_endpoint(endpoint)
-    report(args, asked, scored, first, second, book, endpoint, fed, statuses)
+    print(f"\nLoCoMo confidence, POST /v1/chat/completions, threshold 0 ({args.embedder} embedder)")
+    print_categories(asked)
+    print_reliability([a for a in asked if a.question.category in CATEGORIES])
+    print_sweep(asked)
+    print_calibration(args, first, second, book, endpoint, fed)
+    statuses = Counter(a.status for a in asked)
+    total = sum(statuses.values())
+    print(
+        "\nX-Memory-Status: "
+        + ", ".join(f"{s} {n} ({100 * n / total:.1f}%)" for s, n in statuses.most_common())
+    )
+    print_goals(asked, first, second, book)
     print(f"wall time {time.perf_counter() - started:.1f} s")
 
 
-def report(
-    args: argparse.Namespace,
-    asked: list[Asked],
-    scored: list[Asked],
-    first: list[Asked],
-    second: list[Asked],
-    book: Any,
-    endpoint: dict[str, Any],
-    fed: int,
-    statuses: Counter[str],
-) -> None:
-    from policies.calibration import calibrated
-
-    def conf(a: Asked) -> float:
-        return a.confidence if a.confidence is not None else 0.0
-
-    title = f"LoCoMo confidence, POST /v1/chat/completions, threshold 0 ({args.embedder} embedder)"
-    print(f"\n{title}")
+def print_categories(asked: list[Asked]) -> None:
     header = (
         f"{'category':<16}{'n':>5}{'label+':>9}{'mean conf':>11}{'AUROC':>8}{'ECE':>8}"
-        f"{'abst@0.2':>10}{'recall@0':>10}{'recall@0.2':>12}"
+        f"{f'abst@{THRESHOLD}':>10}{'recall@0':>10}{f'recall@{THRESHOLD}':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -285,28 +305,24 @@ def report(
         (f"{c} {name}", [a for a in asked if a.question.category == c])
         for c, name in ALL_CATEGORIES.items()
     ]
-    rows.append(("overall 1-4", scored))
+    rows.append(("overall 1-4", [a for a in asked if a.question.category in CATEGORIES]))
     for label, group in rows:
         if not group:
             continue
         scores = [conf(a) for a in group]
-        abstain = statistics.fmean(
-            1.0 if (a.status != "ok" or conf(a) < DEFAULT_THRESHOLD) else 0.0 for a in group
-        )
-        if group[0].question.category == 5 and label != "overall 1-4":
+        abstain = statistics.fmean(a.status != "ok" or conf(a) < THRESHOLD for a in group)
+        if label.startswith("5 "):
             cells = ["n/a", num(statistics.fmean(scores)), "n/a", "n/a", pct(abstain), "n/a", "n/a"]
         else:
             labels = [a.label for a in group]
-            r0 = statistics.fmean(a.recall for a in group)
-            r2 = statistics.fmean(a.recall if conf(a) >= DEFAULT_THRESHOLD else 0.0 for a in group)
             cells = [
                 pct(statistics.fmean(labels)),
                 num(statistics.fmean(scores)),
                 num(auroc(scores, labels)),
                 num(ece(scores, labels)),
                 pct(abstain),
-                pct(r0),
-                pct(r2),
+                pct(statistics.fmean(a.recall for a in group)),
+                pct(statistics.fmean(a.recall if conf(a) >= THRESHOLD else 0.0 for a in group)),
             ]
         widths = [9, 11, 8, 8, 10, 10, 12]
         print(
@@ -314,6 +330,8 @@ def report(
             + "".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
         )
 
+
+def print_reliability(scored: list[Asked]) -> None:
     print("\nReliability of the raw confidence, categories 1-4 (10 bins)")
     print(f"{'bin':<12}{'n':>6}{'mean conf':>11}{'useful':>9}")
     for i in range(BINS):
@@ -325,68 +343,116 @@ def report(
                 f"{pct(statistics.fmean(a.label for a in members)):>9}"
             )
 
-    second_raw = [conf(a) for a in second]
-    second_cal = [calibrated(book, c) for c in second_raw]
-    second_labels = [a.label for a in second]
-    first_raw = [conf(a) for a in first]
-    first_labels = [a.label for a in first]
-    print(
-        f"\nCalibration through POST /v1/feedback: 50/50 split (seed {args.seed}), "
-        f"{fed} first-half outcomes fed"
-    )
-    print(f"{'set':<34}{'n':>5}{'AUROC':>8}{'ECE':>8}")
-    print(
-        f"{'first half, raw':<34}{len(first):>5}{num(auroc(first_raw, first_labels)):>8}"
-        f"{num(ece(first_raw, first_labels)):>8}"
-    )
-    print(
-        f"{'second half, raw':<34}{len(second):>5}{num(auroc(second_raw, second_labels)):>8}"
-        f"{num(ece(second_raw, second_labels)):>8}"
-    )
-    print(
-        f"{'second half, calibrated on first':<34}{len(second):>5}"
-        f"{num(auroc(second_cal, second_labels)):>8}{num(ece(second_cal, second_labels)):>8}"
-    )
-    print(
-        f"GET /v1/calibration: outcomes {endpoint['outcomes']:.0f}, "
-        f"ECE (in-sample) {endpoint['expected_calibration_error']:.4f}, "
-        f"adapted threshold {endpoint['threshold']:.2f} "
-        f"(target precision {endpoint['target_precision']})"
-    )
 
+def print_sweep(asked: list[Asked]) -> None:
+    """What each threshold would abstain on, and the injected-evidence recall it keeps."""
+    scored = [a for a in asked if a.question.category in CATEGORIES]
     adversarial = [conf(a) for a in asked if a.question.category == 5]
+    answerable = [conf(a) for a in scored]
     if adversarial:
-        answerable = [conf(a) for a in scored]
         separation = auroc(
             [*answerable, *adversarial], [True] * len(answerable) + [False] * len(adversarial)
         )
-        median = statistics.median(adversarial)
-        kept = statistics.fmean(a.recall if conf(a) >= median else 0.0 for a in scored)
+        print(f"\nCategory 5 vs 1-4: AUROC of the confidence for 'answerable' {num(separation)}")
+    print(f"{'threshold':>10}{'cat-5 abstains':>16}{'1-4 abstain':>13}{'1-4 injected recall':>21}")
+    for threshold in SWEEP:
+        kept = statistics.fmean(a.recall if conf(a) >= threshold else 0.0 for a in scored)
+        caught = statistics.fmean(c < threshold for c in adversarial) if adversarial else nan
         print(
-            f"\nCategory 5 vs 1-4: AUROC of confidence for 'answerable' {num(separation)}; "
-            f"a threshold abstaining on half of category 5 ({median:.3f}) keeps "
-            f"{pct(kept)} injected-evidence recall on 1-4 "
-            f"(abstains on {pct(statistics.fmean(conf(a) < median for a in scored))})"
+            f"{threshold:>10.1f}{pct(caught):>16}"
+            f"{pct(statistics.fmean(c < threshold for c in answerable)):>13}{pct(kept):>21}"
         )
 
-    total = sum(statuses.values())
+
+def answerable(group: list[Asked]) -> list[Asked]:
+    return [a for a in group if a.question.category in CATEGORIES]
+
+
+def calibration_of(group: list[Asked]) -> Any:
+    """The calibration the product would learn from these outcomes (its own pure maths)."""
+    from policies.calibration import Calibration, observe
+
+    book = Calibration()
+    for a in group:
+        if a.status == "ok" and a.confidence is not None:
+            book = observe(book, a.confidence, useful(a))
+    return book
+
+
+def calibrated_rows(first: list[Asked], second: list[Asked], book: Any) -> list[Any]:
+    """(name, second-half members, the calibration mapping them or None), per population."""
+    return [
+        ("1-4, raw", answerable(second), None),
+        (
+            "1-4, calibrated on first-half 1-4",
+            answerable(second),
+            calibration_of(answerable(first)),
+        ),
+        ("1-5, raw", second, None),
+        ("1-5, calibrated on first half (endpoint)", second, book),
+    ]
+
+
+def print_calibration(
+    args: argparse.Namespace, first: list[Asked], second: list[Asked], book: Any,
+    endpoint: dict[str, Any], fed: int,
+) -> None:  # fmt: skip
+    from policies.calibration import adapted_threshold, calibrated
+
     print(
-        "\nX-Memory-Status: "
-        + ", ".join(f"{s} {n} ({100 * n / total:.1f}%)" for s, n in statuses.most_common())
+        f"\nCalibration: 50/50 split of categories 1-5 (seed {args.seed}); {fed} first-half "
+        "outcomes fed through POST /v1/feedback (useful = evidence injected, never for "
+        "category 5). Calibration is per population: the 1-4 rows are also calibrated on the "
+        "first half's 1-4 outcomes alone, with the same maths, outside the server."
     )
+    print(f"{'second half':<44}{'n':>5}{'AUROC':>8}{'ECE':>8}")
+    for name, members, mapping in calibrated_rows(first, second, book):
+        scores = [calibrated(mapping, conf(a)) if mapping else conf(a) for a in members]
+        labels = [useful(a) for a in members]
+        print(
+            f"{name:<44}{len(members):>5}{num(auroc(scores, labels)):>8}"
+            f"{num(ece(scores, labels)):>8}"
+        )
+    threshold = adapted_threshold(book, TARGET_PRECISION, THRESHOLD)
+    print(
+        f"GET /v1/calibration: outcomes {endpoint['outcomes']:.0f}, ECE (in-sample) "
+        f"{endpoint['expected_calibration_error']:.4f}; the default policy's threshold after "
+        f"these outcomes: {threshold:.2f} (from {THRESHOLD}, target precision {TARGET_PRECISION})"
+    )
+    inject = {id(a): calibrated(book, conf(a)) >= threshold for a in second}
+    scored, adversarial = answerable(second), [a for a in second if a.question.category == 5]
+    print(
+        f"second half under the product's rule after feedback (calibrated >= {threshold:.2f}): "
+        f"cat-5 abstains {pct(statistics.fmean(not inject[id(a)] for a in adversarial))}, "
+        f"1-4 abstain {pct(statistics.fmean(not inject[id(a)] for a in scored))}, "
+        f"1-4 injected recall {pct(statistics.fmean(a.recall * inject[id(a)] for a in scored))}"
+        f" (at threshold 0: {pct(statistics.fmean(a.recall for a in scored))})"
+    )
+
+
+def print_goals(asked: list[Asked], first: list[Asked], second: list[Asked], book: Any) -> None:
+    from policies.calibration import calibrated
+
+    scored = answerable(asked)
     overall = [conf(a) for a in scored]
     labels = [a.label for a in scored]
-    cal_ece = ece(second_cal, second_labels)
-    print("\nGoals (categories 1-4):")
-    print(
-        f"  AUROC ≥ 0.80: raw {num(auroc(overall, labels))} "
-        f"{'MET' if auroc(overall, labels) >= 0.80 else 'MISSED'}"
-    )
-    print(
-        f"  ECE ≤ 0.05: raw {num(ece(overall, labels))} "
-        f"{'MET' if ece(overall, labels) <= 0.05 else 'MISSED'}; calibrated (second half) "
-        f"{num(cal_ece)} {'MET' if cal_ece <= 0.05 else 'MISSED'}"
-    )
+    value, raw = auroc(overall, labels), ece(overall, labels)
+    print("\nGoals (the shipped coefficients were fitted on this split, so these are in-sample;")
+    print("bench/confidence_fit.py gives the estimate held out by conversation):")
+    print(f"  AUROC >= 0.80 (1-4): raw {num(value)} {'MET' if value >= 0.80 else 'MISSED'}")
+    print(f"  ECE <= 0.05: raw (1-4) {num(raw)} {'MET' if raw <= 0.05 else 'MISSED'}", end="")
+    for name, members, mapping in calibrated_rows(first, second, book)[1::2]:
+        scores = [calibrated(mapping, conf(a)) for a in members]
+        value = ece(scores, [useful(a) for a in members])
+        print(f"; second half {name} {num(value)} {'MET' if value <= 0.05 else 'MISSED'}", end="")
+    print()
+    adversarial = [a for a in asked if a.question.category == 5]
+    if adversarial:
+        share = statistics.fmean(conf(a) < THRESHOLD for a in adversarial)
+        print(
+            f"  category 5 mostly abstains at the default threshold {THRESHOLD}: {pct(share)} "
+            f"{'MET' if share > 0.5 else 'MISSED'}"
+        )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

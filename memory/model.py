@@ -198,3 +198,5 @@ class Recalled(BaseModel):
 class RecallResult(BaseModel):
     items: list[Recalled] = Field(default_factory=list)
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    # The key of the question recalled for (memory.outcomes), to file feedback under.
+    question: str = ""

@@ -12,14 +12,17 @@ Pure functions over :class:`memory.store.Candidates`; no I/O. The order of opera
    ``recency_weight`` so that a relevant old fact still beats an irrelevant new one.
 3. ``× usefulness``: the Beta posterior mean mapped to a bounded factor
    (``memory.usefulness``).
-4. Floors: a memory that keeps failing (never credited useful, a low posterior after
-   several outcomes) is not recalled, and neither is the weak tail scoring under about half
-   of the best candidate. As feedback accumulates the recalled set gets smaller and more
-   precise (``bench/feedback_sim.py``) instead of refilling with the next-best noise.
+4. Floors: a memory that feedback turned down for this very question (``rejected``, from
+   :mod:`memory.outcomes`) is not recalled, and neither is the weak tail scoring under about
+   half of the best candidate. As feedback accumulates, a question's recalled set gets
+   smaller and more precise (``bench/feedback_sim.py``) instead of refilling with the
+   next-best noise, while other questions keep every memory (pooled failures only sink a
+   memory through step 3).
 5. MMR over the candidates' vectors so the top k are not ten copies of one fact, stopping
    when the token budget is spent.
 6. Confidence: :func:`confidence_features` measures the recall (margin, retriever agreement,
-   keyword strength, query coverage, query shape, usefulness history) and
+   keyword strength, query coverage, query shape, whether the people the query names are
+   the ones whose statements match it, usefulness history) and
    :func:`policies.confidence.confidence` turns them into a probability.
 """
 
@@ -33,9 +36,10 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from memory.attribution import attribution
 from memory.model import Recalled, RecallResult
 from memory.store import Candidates
-from memory.usefulness import UsefulnessPrior, keeps_failing, posterior_mean, prior_weight
+from memory.usefulness import UsefulnessPrior, posterior_mean, prior_weight
 from policies.confidence import ConfidenceFeatures, confidence, speculative
 from policies.retention import DEFAULT_RETENTION, RetentionPolicy, decay
 
@@ -51,21 +55,11 @@ class RecallWeights:
     usefulness_strength: float = 0.5
     mmr_lambda: float = 0.75
     candidate_pool: int = 50
-    # Cosine similarities of MiniLM: unrelated text sits below ~0.15, a paraphrase above ~0.6.
-    # Feedback: a memory that was never credited useful, with at least
-    # ``usefulness_min_evidence`` outcomes and a posterior mean below ``usefulness_floor``, keeps
-    # failing and is not recalled (the pruner archives it later). Beta(2, 2) prior: three
-    # failures and no success → 0.29, out. A memory credited even once is kept: usefulness is
-    # per memory, relevance per request, and one that helps one request in four is far above
-    # the ~5% an injected memory averages (dropping those cost 10 points of recall under
-    # feedback in ``bench/feedback_sim.py``); it sinks through the ranking factor instead.
-    usefulness_floor: float = 0.3
-    usefulness_min_evidence: float = 3.0
     # The weak tail: candidates scoring below this share of the best are not recalled. Just
     # under 0.5, where neighbour context puts an answer whose question matched (halfway
     # towards its neighbour). LoCoMo cold start: injected-evidence recall 84.5% → 83.9% for
-    # 15% fewer tokens; and as feedback sinks failing memories the set shrinks rather than
-    # refilling with noise.
+    # 15% fewer tokens; and as feedback turns a question's noise down, its set shrinks rather
+    # than refilling with weaker noise.
     relative_floor: float = 0.49
 
 
@@ -144,23 +138,15 @@ def _usefulness(candidates: Candidates, prior: UsefulnessPrior) -> Floats:
 
 
 def _eligible(
-    candidates: Candidates, final: Floats, prior: UsefulnessPrior, weights: RecallWeights
+    candidates: Candidates, final: Floats, weights: RecallWeights, rejected: frozenset[str]
 ) -> npt.NDArray[np.bool_]:
-    """Candidates above both floors: not failing, and not in the weak tail."""
-    failing = np.asarray(
-        [
-            keeps_failing(
-                m.useful, m.not_useful, prior,
-                floor=weights.usefulness_floor, min_outcomes=weights.usefulness_min_evidence,
-            )
-            for m in candidates.memories
-        ]
-    )  # fmt: skip
-    # The tail is cut relative to the best match in the pool, failing or not: how well the
-    # query can be matched is a property of the pool, and once feedback sinks the memories
-    # that kept failing, the set should shrink rather than refill with weaker noise.
+    """Candidates feedback did not turn down for this question, and not in the weak tail."""
+    turned_down = np.asarray([m.id in rejected for m in candidates.memories], np.bool_)
+    # The tail is cut relative to the best match in the pool, turned down or not: how well
+    # the query can be matched is a property of the pool, and once feedback turns the noise
+    # down, the set should shrink rather than refill with weaker noise.
     weak = final < weights.relative_floor * float(final.max())
-    eligible: npt.NDArray[np.bool_] = ~failing & ~weak & (final > 0)
+    eligible: npt.NDArray[np.bool_] = ~turned_down & ~weak & (final > 0)
     return eligible
 
 
@@ -188,26 +174,32 @@ def _mmr(
 
 
 def confidence_features(
-    candidates: Candidates, chosen: list[int], query: str, useful: Floats
-) -> ConfidenceFeatures:
+    candidates: Candidates, chosen: list[int], query: str, useful: Floats,
+    *, searched: list[int] | None = None,
+) -> ConfidenceFeatures:  # fmt: skip
     """Measure what :func:`policies.confidence.confidence` weighs (see its docstring).
 
-    ``chosen`` indexes the recalled candidates, best first; ``query`` may be empty, and then
-    the query-dependent features (coverage, shape) stay neutral.
+    ``chosen`` indexes the recalled candidates, best first: their usefulness history counts.
+    ``searched`` is what the search alone would recall, without feedback (default
+    ``chosen``): margin, coverage and attribution describe it. ``query`` may be empty, and
+    then the query-dependent features (coverage, shape, attribution) stay neutral.
     """
+    found = chosen if searched is None else searched
     sims = candidates.vector_sim.astype(np.float64)
-    top = chosen[0]
     vector_top = set(np.flatnonzero((candidates.vector_rank >= 0) & (candidates.vector_rank < 5)))
     keyword_top = set(
         np.flatnonzero((candidates.keyword_rank >= 0) & (candidates.keyword_rank < 5))
     )
+    named = attribution(query, [candidates.memories[i].content for i in found], sims[found])
     return ConfidenceFeatures(
-        margin=float(sims[chosen].max() - np.median(sims)),
+        margin=float(sims[found].max() - np.median(sims)),
         agreement=len(vector_top & keyword_top) / 5,
         keyword_strength=float(np.log1p(max(0.0, float(candidates.keyword.max())))),
-        coverage=_coverage(query, candidates, top),
+        coverage=_coverage(query, candidates, found[0]),
         speculative=speculative(query),
         names_date=bool(time_windows(query)),
+        several_people=named.people >= 2,
+        misattribution=named.misattribution,
         usefulness=float(useful[chosen[:3]].mean()),
     )
 
@@ -226,15 +218,19 @@ def _coverage(query: str, candidates: Candidates, top: int) -> float:
     """IDF-weighted share of the query's terms in the best candidate; 1.0 without a query.
 
     Document frequencies come from the candidate pool: a query word in every candidate says
-    little about which one answers it.
+    little about which one answers it. Words no candidate holds are left out: they are
+    paraphrase or vocabulary the memories do not use, and on LoCoMo counting them against the
+    best candidate made the coverage a worse predictor (``bench/confidence_fit.py``). A query
+    none of whose words any candidate holds covers nothing (0.0).
     """
     wanted = _terms_of(query)
     if not wanted:
         return 1.0
     pool = [_terms_of(m.content) for m in candidates.memories]
-    weight = {t: float(np.log1p(len(pool) / (1 + sum(t in d for d in pool)))) for t in wanted}
+    frequency = {t: sum(t in d for d in pool) for t in wanted}
+    weight = {t: float(np.log1p(len(pool) / (1 + f))) for t, f in frequency.items() if f}
     total = sum(weight.values())
-    return sum(w for t, w in weight.items() if t in pool[top]) / total if total else 1.0
+    return sum(w for t, w in weight.items() if t in pool[top]) / total if total else 0.0
 
 
 def rank(
@@ -247,25 +243,22 @@ def rank(
     prior: UsefulnessPrior = UsefulnessPrior(),
     weights: RecallWeights = RecallWeights(),
     query: str = "",
+    rejected: frozenset[str] = frozenset(),
 ) -> RecallResult:
     """Order candidates into the final top ``k`` within ``max_tokens``, with confidence.
 
     ``query`` is the text the candidates were searched for; confidence reads its shape and
-    which of its words the best candidate covers.
+    which of its words the best candidate covers. ``rejected`` names the memories feedback
+    turned down for this question (:mod:`memory.outcomes`): they are not recalled.
     """
     if not candidates.memories or k <= 0:
         return RecallResult(items=[], confidence=0.0)
     relevance = fuse(candidates, weights.keyword_weight)
     recency = _recency(candidates, now, retention)
     useful = _usefulness(candidates, prior)
-    final = (
-        relevance
-        * ((1.0 - weights.recency_weight) + weights.recency_weight * recency)
-        * np.asarray([prior_weight(u, weights.usefulness_strength) for u in useful])
-    )
-    tokens = [m.tokens for m in candidates.memories]
-    eligible = _eligible(candidates, final, prior, weights)
-    chosen = _mmr(final, candidates.vectors, tokens, k, max_tokens, weights.mmr_lambda, eligible)
+    searched = relevance * ((1.0 - weights.recency_weight) + weights.recency_weight * recency)
+    final = searched * np.asarray([prior_weight(u, weights.usefulness_strength) for u in useful])
+    chosen = _choose(final, candidates, k, max_tokens, weights, rejected)
     if not chosen:
         return RecallResult(items=[], confidence=0.0)
     items = [
@@ -279,5 +272,21 @@ def rank(
         )
         for i in chosen
     ]
-    features = confidence_features(candidates, chosen, query, useful)
+    # How well the search went is read off what it recalls without feedback, so feedback moves
+    # confidence only through the usefulness history: once a question's noise was turned
+    # down, the margin, coverage and attribution of what was left said the search had failed
+    # (LoCoMo feedback simulation: abstentions on questions with feedback rose 2% -> 12%).
+    unbiased = chosen
+    if rejected or not np.array_equal(final, searched):
+        unbiased = _choose(searched, candidates, k, max_tokens, weights, frozenset()) or chosen
+    features = confidence_features(candidates, chosen, query, useful, searched=unbiased)
     return RecallResult(items=items, confidence=confidence(features))
+
+
+def _choose(
+    scores: Floats, candidates: Candidates, k: int, max_tokens: int | None,
+    weights: RecallWeights, rejected: frozenset[str],
+) -> list[int]:  # fmt: skip
+    eligible = _eligible(candidates, scores, weights, rejected)
+    tokens = [m.tokens for m in candidates.memories]
+    return _mmr(scores, candidates.vectors, tokens, k, max_tokens, weights.mmr_lambda, eligible)

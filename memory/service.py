@@ -45,6 +45,7 @@ from memory.model import (
     parse_new_memory,
     utcnow,
 )  # fmt: skip
+from memory.outcomes import QuestionOutcomes, question_key
 from memory.peers import PeerFeed
 from memory.pruner import Pruner, PruneReport
 from memory.retrieval import RecallWeights, rank
@@ -107,6 +108,7 @@ class MemoryService:
         self._pruner = Pruner(
             self._store, retention=retention, prior=prior, interval_s=prune_interval_s or 0.0
         )
+        self._outcomes = QuestionOutcomes()
 
     @property
     def embedder(self) -> Embedder:
@@ -214,10 +216,14 @@ class MemoryService:
             scope.tenant, lambda: embed([query])[0], query,
             ScopeFilter(scope.user, scope.session, tier_set), pool,
         )  # fmt: skip
-        return rank(
+        question = question_key(query)
+        result = rank(
             candidates, k=k, max_tokens=max_tokens, now=utcnow(),
-            retention=self._retention, prior=self._prior, weights=self._weights,
+            retention=self._retention, prior=self._prior, weights=self._weights, query=query,
+            rejected=self._outcomes.rejected(scope.tenant, scope.user, question),
         )  # fmt: skip
+        result.question = question
+        return result
 
     # -- read and manage ---------------------------------------------------------------
     async def get(self, tenant: str, memory_id: str, *, user: str | None = None) -> Memory | None:
@@ -289,6 +295,7 @@ class MemoryService:
         check_scope_part("user", user)
         await self._ingest.flush()
         removed = await self._store.delete_scope(tenant, user, None)
+        self._outcomes.forget(tenant, user)
         await self.compact(tenant)
         return removed
 
@@ -300,10 +307,17 @@ class MemoryService:
         return removed
 
     async def record_usefulness(
-        self, tenant: str, ids: Sequence[str], feedback: bool | float
-    ) -> int:
-        """Credit feedback (``useful`` bool or a score in [-1, 1]) to these memories."""
+        self, tenant: str, ids: Sequence[str], feedback: bool | float,
+        *, user: str | None = None, question: str = "",
+    ) -> int:  # fmt: skip
+        """Credit feedback (``useful`` bool or a score in [-1, 1]) to these memories.
+
+        With the user and the key of the question they were injected for
+        (:attr:`RecallResult.question`), the outcome is also kept for that question.
+        """
         useful, not_useful = evidence(feedback)
+        if user is not None:
+            self._outcomes.record(tenant, user, question, ids, feedback)
         await self._ingest.flush()
         return await self._store.touch(tenant, list(ids), useful=useful, not_useful=not_useful)
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["UsefulnessPrior", "evidence", "keeps_failing", "posterior_mean", "prior_weight"]
+__all__ = [
+    "UsefulnessPrior",
+    "evidence",
+    "posterior_mean",
+    "prior_weight",
+    "rejected_for_question",
+]
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,11 @@ def prior_weight(mean: float, strength: float = 0.5) -> float:
     return 1.0 + strength * (mean - 0.5)
 
 
-def keeps_failing(
-    useful: float, not_useful: float, prior: UsefulnessPrior, *, floor: float, min_outcomes: float
-) -> bool:
-    """Enough outcomes, a posterior mean under ``floor``, and never once credited useful.
+def rejected_for_question(useful: float, not_useful: float) -> bool:
+    """Feedback for one question turned the memory down: a net full outcome against it.
 
-    A memory credited even once has shown it can help some request: usefulness is counted per
-    memory while relevance is per request, so its failures on other requests do not condemn it.
+    One explicit "not useful" is enough (the user said so for this very question); implicit
+    signals count a fraction each (a regenerate -0.3), so a few are needed; any success for
+    the question offsets a failure. See :mod:`memory.outcomes` for why this is kept per question.
     """
-    return (
-        useful < 1.0
-        and useful + not_useful >= min_outcomes
-        and posterior_mean(useful, not_useful, prior) < floor
-    )
+    return not_useful - useful >= 1.0

@@ -6,7 +6,8 @@ each bin keeps how many injections at that confidence turned out useful. From th
 - the calibrated confidence of a raw score (the bin's observed rate, shrunk towards the raw
   score while the bin has little evidence, so early feedback cannot swing it wildly);
 - the expected calibration error, ECE = Σ (n_b / N) · |rate_b - mean confidence_b|;
-- the threshold: the lowest confidence above which injections reach the target precision.
+- the threshold: the lowest confidence above which injections reach the target precision
+  (never under the configured one).
 """
 
 from __future__ import annotations
@@ -81,10 +82,14 @@ def expected_calibration_error(calibration: Calibration) -> float:
 
 
 def adapted_threshold(calibration: Calibration, target_precision: float, current: float) -> float:
-    """The lowest bin edge whose injections at or above it meet ``target_precision``.
+    """The lowest bin edge, not under ``current``, whose injections above it meet the target.
 
     Until enough outcomes are in, the configured threshold stands. If no edge meets the
-    target, the highest edge with evidence is used: inject only where it is most likely to help.
+    target, the highest edge with evidence is used: inject only where it is most likely to
+    help. The configured threshold is a floor: below it the proxy abstains, so those bins get
+    no outcomes, and a tenant whose injections are mostly useful would otherwise fall to 0
+    on the strength of the confident ones and inject at any confidence at all (on LoCoMo,
+    questions with no true answer in memory included: ``bench/locomo_confidence.py``).
     """
     if calibration.outcomes < MIN_OUTCOMES_TO_ADAPT:
         return current
@@ -93,9 +98,9 @@ def adapted_threshold(calibration: Calibration, target_precision: float, current
         above = calibration.bins[start:]
         count = sum(b.count for b in above)
         if count and sum(b.useful for b in above) / count >= target_precision:
-            return start / n
+            return max(current, start / n)
     last = max((i for i, b in enumerate(calibration.bins) if b.count), default=0)
-    return last / n
+    return max(current, last / n)
 
 
 def reliability(calibration: Calibration) -> list[dict[str, float]]:

@@ -244,7 +244,9 @@ class CaptureQueue:
         if not fresh:
             return
         try:
-            await self._memories.record_usefulness(receipt.tenant, fresh, weight)
+            await self._memories.record_usefulness(
+                receipt.tenant, fresh, weight, user=receipt.user, question=receipt.question
+            )
         except BaseException:
             await self._receipts.release(receipt, won)
             raise

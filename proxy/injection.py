@@ -190,6 +190,7 @@ class MemoryInjector:
         receipt.timings_ms["recall"] = round((time.perf_counter() - started) * 1000, 2)
         confidence = self._calibration.confidence(scope.tenant, result.confidence)
         receipt.confidence, receipt.raw_confidence = confidence, result.confidence
+        receipt.question = result.question
         threshold = self._calibration.threshold(scope.tenant, policy)
         packed = []
         if result.items and confidence >= threshold:

@@ -54,6 +54,9 @@ class Receipt:
     # What was injected, to see whether the answer used it: kept by the replica that served
     # the completion only, never stored or shown (a forgotten memory must not linger here).
     contents: dict[str, str] = field(default_factory=dict)
+    # The key of the question recalled for (a hash of its terms, never its text), so
+    # feedback is also filed under it (memory.outcomes).
+    question: str = ""
 
     @property
     def injected_ids(self) -> list[str]:
@@ -77,6 +80,7 @@ class Receipt:
         body = asdict(self)
         body.pop("tenant")
         body.pop("contents")
+        body.pop("question")
         body["credited"] = dict(credited)
         body["object"] = "memory.receipt"
         return body

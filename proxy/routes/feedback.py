@@ -49,7 +49,9 @@ async def _credit(services: Services, receipt: Receipt, ids: list[str], value: f
     if not fresh or services.memories is None:
         return fresh
     try:
-        await services.memories.record_usefulness(receipt.tenant, fresh, value)
+        await services.memories.record_usefulness(
+            receipt.tenant, fresh, value, user=receipt.user, question=receipt.question
+        )
     except BaseException:
         await services.receipts.release(receipt, won)
         raise

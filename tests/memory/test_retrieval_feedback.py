@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from memory.model import RecallResult
 from memory.retrieval import RecallWeights, confidence_features, rank
 from memory.store import Candidates
-from memory.usefulness import UsefulnessPrior, keeps_failing, posterior_mean
+from memory.usefulness import UsefulnessPrior, posterior_mean, rejected_for_question
 from tests.memory.test_ranking import EMB, NOW, index_of, memory, recall
 
 NO_TAIL_CUT = RecallWeights(relative_floor=0.0)
@@ -17,13 +18,24 @@ def _ids(result: RecallResult) -> list[str]:
     return [i.memory.id for i in result.items]
 
 
-def test_a_memory_that_never_helped_is_dropped_after_three_failures() -> None:
+def test_memories_turned_down_for_the_question_are_not_recalled() -> None:
     fact = memory(0, "the boiler code is 4471")
-    for failures, kept in ((2, True), (3, False)):
-        noise = memory(1, "the boiler code is on the fridge", not_useful=failures)
-        found = _ids(recall(index_of([fact, noise]), "boiler code", k=2, weights=NO_TAIL_CUT))
-        assert ("m1" in found) is kept, failures
-        assert found[0] == "m0"
+    noise = memory(1, "the boiler code is on the fridge")
+    index = index_of([fact, noise])
+    assert _ids(recall(index, "boiler code", k=2, weights=NO_TAIL_CUT)) == ["m0", "m1"]
+    turned_down = recall(index, "boiler code", k=2, weights=NO_TAIL_CUT, rejected=frozenset({"m1"}))
+    assert _ids(turned_down) == ["m0"]
+
+
+def test_pooled_failures_sink_a_memory_but_never_drop_it() -> None:
+    # Nine failures on other questions, never a success: still recalled, below a fresh one.
+    failing = memory(0, "the boiler code is 4471", not_useful=9)
+    fresh = memory(1, "the boiler code is 4471", tokens=11)
+    result = recall(
+        index_of([failing, fresh]), "boiler code", k=2,
+        weights=RecallWeights(relative_floor=0.0, mmr_lambda=1.0),
+    )  # fmt: skip
+    assert _ids(result) == ["m1", "m0"]
 
 
 def test_a_memory_credited_once_is_kept_but_sinks() -> None:
@@ -107,14 +119,37 @@ def test_confidence_is_higher_on_topic_and_reads_the_query() -> None:
     assert 0.0 <= off_topic < 0.2 < on_topic <= 1.0
 
 
-def test_keeps_failing_needs_evidence_a_low_posterior_and_no_success() -> None:
-    prior = UsefulnessPrior()
+@pytest.mark.parametrize(
+    ("useful", "not_useful", "expected"),
+    [
+        (0, 1, True),  # one explicit "not useful" for this very question
+        (0, 0.9, False),  # three regenerates (-0.3 each) are not quite one
+        (0, 1.2, True),  # four are
+        (1, 1, False),  # a success for the question offsets a failure
+        (1, 2, True),
+        (0.25, 0.75, False),  # a score of -0.5 (half a unit each way)
+    ],
+)
+def test_a_question_turns_a_memory_down_on_a_net_full_failure(
+    useful: float, not_useful: float, expected: bool
+) -> None:
+    assert rejected_for_question(useful, not_useful) is expected
 
-    def failing(useful: float, not_useful: float) -> bool:
-        return keeps_failing(useful, not_useful, prior, floor=0.3, min_outcomes=3.0)
 
-    assert not failing(0, 2)  # too little evidence
-    assert failing(0, 3)  # 2 / 7 = 0.29
-    assert not failing(1, 20)  # helped once: sinks in the ranking, is not dropped
-    assert not failing(0.5, 2.5)  # a neutral score (0.0) counts half each way: mean 0.36
-    assert failing(0.5, 4.5)  # mean 0.25, and never a full success
+def test_turning_a_questions_noise_down_leaves_the_searchs_confidence_alone() -> None:
+    # The noise matches the query's words better than the answer does. Turning it down for
+    # this question changes what is recalled, not how well the search went.
+    rows = [
+        memory(0, "the boiler code is on the fridge door"),
+        memory(1, "4471 opens the boiler"),
+        *[memory(i, f"unrelated chatter number {i}") for i in range(2, 12)],
+    ]
+    query = "What is the boiler code?"
+    candidates = _candidates([m.content for m in rows], query)
+
+    def ranked(rejected: frozenset[str]) -> RecallResult:
+        return rank(candidates, k=5, max_tokens=None, now=NOW, query=query, rejected=rejected)
+
+    before, after = ranked(frozenset()), ranked(frozenset({"m0"}))
+    assert _ids(before)[0] == "m0" and _ids(after)[0] == "m1"
+    assert after.confidence == before.confidence

@@ -57,6 +57,14 @@ def test_threshold_moves_to_reach_the_target_precision() -> None:
     assert adapted_threshold(few, target_precision=0.9, current=0.2) == 0.2
 
 
+def test_a_tenant_whose_injections_mostly_help_keeps_its_threshold() -> None:
+    # 90% useful overall: every edge meets a 0.7 target, yet the bins under the configured
+    # threshold hold nothing the tenant was ever shown. The floor stands.
+    pairs = [(0.9, i % 10 != 0) for i in range(100)]
+    assert adapted_threshold(_feed(pairs), target_precision=0.7, current=0.2) == 0.2
+    assert adapted_threshold(_feed(pairs), target_precision=0.95, current=0.2) == 0.9
+
+
 def test_weak_signals_count_fractionally() -> None:
     calibration = observe(Calibration(), 0.55, True, weight=0.3)
     assert calibration.outcomes == pytest.approx(0.3)

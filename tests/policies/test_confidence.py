@@ -39,9 +39,18 @@ def test_each_sign_of_a_hit_raises_confidence(field: str, low: Any, high: Any) -
     assert 0.0 < below < above < 1.0
 
 
-def test_a_speculative_question_lowers_confidence() -> None:
+@pytest.mark.parametrize(
+    ("field", "value"), [("speculative", True), ("several_people", True), ("misattribution", 0.1)]
+)
+def test_signs_of_a_hard_or_mismatched_question_lower_confidence(field: str, value: Any) -> None:
     plain = ConfidenceFeatures(margin=0.2, agreement=0.2, keyword_strength=1.2, coverage=0.5)
-    assert confidence(dataclasses.replace(plain, speculative=True)) < confidence(plain)
+    assert confidence(dataclasses.replace(plain, **{field: value})) < confidence(plain)
+
+
+def test_a_clear_misattribution_outweighs_a_clear_hit() -> None:
+    # Someone else's statement matching the query half again as well as the named person's
+    # own: the search found a fact, but not theirs.
+    assert confidence(dataclasses.replace(FOUND, misattribution=0.5)) < 0.2
 
 
 def test_no_usefulness_history_is_neutral() -> None:

@@ -140,6 +140,31 @@ async def test_off_topic_questions_abstain(
     assert receipt["status"] == "abstained" and receipt["memories"] == []
 
 
+async def test_a_question_pairing_a_person_with_someone_elses_fact_abstains(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    # A transcript of two people: the race and what it taught are Melanie's, not Caroline's.
+    await _store(
+        client,
+        "pair",
+        "Melanie: After the charity race last Saturday I realised self-care really matters.",
+        "Caroline: I went to the pottery class with my cousin.",
+        "Melanie: My kids love the beach in summer.",
+        "Caroline: The library downtown has a new reading room.",
+        "Caroline: I painted a sunrise over the lake this morning.",
+    )
+    right = await _ask(
+        client, upstream, "pair", "What did Melanie realise after the charity race?", "cmpl-m"
+    )
+    assert right.headers["x-memory-status"] == "ok"
+    wrong = await _ask(
+        client, upstream, "pair", "What did Caroline realise after the charity race?", "cmpl-c"
+    )
+    assert wrong.headers["x-memory-status"] == "abstained"
+    assert float(wrong.headers["x-memory-confidence"]) < 0.2
+    assert float(right.headers["x-memory-confidence"]) > 0.5
+
+
 @pytest.mark.parametrize(
     ("second_turn", "kind"),
     [("Where does Di live now?", "regenerate"), ("No, that's wrong, I moved since.", "correction")],
@@ -202,3 +227,19 @@ async def test_calibration_is_visible(client: httpx.AsyncClient, upstream: FakeU
     metrics = (await client.get("/metrics")).text
     assert 'memshadow_calibration_error{tenant="acme"}' in metrics
     assert 'memshadow_confidence_threshold{tenant="acme"}' in metrics
+
+
+async def test_useful_injections_never_lower_the_threshold_below_the_policy(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    await _store(client, "gi", "Gi's bike lock code is 9182.")
+    for n in range(30):  # enough outcomes for the threshold to adapt
+        cid = f"cmpl-gi-{n}"
+        response = await _ask(client, upstream, "gi", "What is Gi's bike lock code?", cid, f"g{n}")
+        assert response.headers["x-memory-status"] == "ok"
+        await client.post("/v1/feedback", json={"completion_id": cid, "useful": True})
+    body = (await client.get("/v1/calibration")).json()
+    assert body["outcomes"] == pytest.approx(30)
+    # Every injection helped, so any edge meets the target precision; the configured 0.2
+    # still stands, or the tenant would inject at any confidence at all.
+    assert body["threshold"] == pytest.approx(0.2)
