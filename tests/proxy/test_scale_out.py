@@ -170,9 +170,14 @@ async def test_calibration_outcomes_from_both_replicas_add_up(
     await _store(fleet.a, TEA)
     await eventually(lambda: _found(fleet.a, TEA_QUERY, TEA))
     await eventually(lambda: _found(fleet.b, TEA_QUERY, TEA), seconds=5)
-    for served, other, completion_id in ((fleet.a, fleet.b, "c-1"), (fleet.b, fleet.a, "c-2")):
+    rounds = (
+        (fleet.a, fleet.b, "c-1", TEA_QUERY),
+        # Another question: "not useful" turns the memory down for the question it was given.
+        (fleet.b, fleet.a, "c-2", "Which tea does Ann drink every morning?"),
+    )
+    for served, other, completion_id, question in rounds:
         # One session each: the same question twice in one session would be a regenerate.
-        answer = await _ask(served, upstream, TEA_QUERY, completion_id, session=completion_id)
+        answer = await _ask(served, upstream, question, completion_id, session=completion_id)
         assert answer.headers["x-memory-status"] == "ok"
         await eventually(lambda o=other, c=completion_id: _any_receipt(o, c), seconds=2)
         feedback = await other.post(
