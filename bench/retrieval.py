@@ -148,7 +148,7 @@ def embedding_latency(embedder: Any, n: int, seed: int) -> float:
 
 
 def scope_index(service: MemoryService, user: str) -> ScopeIndex:
-    index = service._store._cached_scope("bench", user)  # type: ignore[attr-defined]
+    index = service._store._scopes.get("bench", user)  # type: ignore[attr-defined]
     assert index is not None, "search the user first"
     return index  # type: ignore[no-any-return]
 
@@ -216,8 +216,7 @@ async def bulk_load(service: MemoryService, users: list[str], per_user: int, see
 def forget_scopes(service: MemoryService) -> None:
     """Drop the RAM scopes, so the next search loads its scope from the grown table."""
     store: Any = service._store
-    with store._scopes_lock:
-        store._scopes.clear()
+    store._scopes.drop(None, lambda user, scope: True)
 
 
 def print_goals(
