@@ -57,6 +57,20 @@ def recall_query(messages: Sequence[dict[str, Any]]) -> str:
     return " ".join([*[c for c in context if c], query]).strip()
 
 
+def query_embedding_text(messages: Sequence[dict[str, Any]], query: str) -> str:
+    """What to embed for the recall ``query``: when it is the last user turn alone, that turn
+    as capture will store it (``User: …``), so capturing the turn finds its embedding in the
+    query cache instead of running the model again; otherwise the query itself.
+
+    One model run saved per exchange, a third of what a captured exchange costs; retrieval
+    does not notice (LoCoMo dev R@10 77.1 plain, 76.6 prefixed, inside the ~3-point noise).
+    """
+    users = [m for m in messages if m.get("role") == "user"]
+    if users and text_of(users[-1].get("content")).strip() == query:
+        return Turn("user", query).as_memory()
+    return query
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     role: str

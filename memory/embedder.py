@@ -418,6 +418,13 @@ class CachedEmbedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([found[text] for text in texts])
 
+    def cached(self, texts: Sequence[str]) -> dict[str, Vectors]:
+        """The vectors already cached for these texts, leaving the cache as it was (no hit
+        counted, no reordering): ingestion reuses what recall embedded, without pushing
+        queries out (a captured user turn is embedded exactly as its recall query was)."""
+        with self._lock:
+            return {t: v for t in texts if (v := self._cache.get(t)) is not None}
+
     def cache_info(self) -> CacheInfo:
         with self._lock:
             return CacheInfo(self._hits, self._misses, len(self._cache), self._maxsize)

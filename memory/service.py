@@ -199,8 +199,13 @@ class MemoryService:
         k: int = 8,
         max_tokens: int | None = None,
         tiers: Iterable[Tier] | None = None,
+        embed_as: str | None = None,
     ) -> RecallResult:
-        """Hybrid recall in (tenant, user), and session when the scope has one."""
+        """Hybrid recall in (tenant, user), and session when the scope has one.
+
+        ``embed_as``: the text whose embedding stands for the query on the vector side (the
+        keyword side and the confidence read ``query``); see
+        :func:`memory.conversation.query_embedding_text`."""
         if not 1 <= k <= self._max_k:
             raise InvalidMemory("k", f"must be between 1 and {self._max_k}")
         if max_tokens is not None and max_tokens < 1:
@@ -210,10 +215,10 @@ class MemoryService:
             return RecallResult(items=[], confidence=0.0)
         pool = max(self._weights.candidate_pool, 2 * k)
         tier_set = frozenset(tiers) if tiers is not None else None
-        embed = self._embedder.embed_batch
+        embed, embedded = self._embedder.embed_batch, (embed_as or query)[:_MAX_QUERY_CHARS]
         # The store embeds the query in the same worker thread as the search: one hop.
         candidates = await self._store.candidates(
-            scope.tenant, lambda: embed([query])[0], query,
+            scope.tenant, lambda: embed([embedded])[0], query,
             ScopeFilter(scope.user, scope.session, tier_set), pool,
         )  # fmt: skip
         question = question_key(query)

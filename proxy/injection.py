@@ -21,7 +21,7 @@ import orjson
 
 from formatters import Note, family_for, place, render_block
 from formatters.openai import instruction_role
-from memory.conversation import recall_query, text_of
+from memory.conversation import query_embedding_text, recall_query, text_of
 from memory.model import RecallResult, Scope
 from memory.service import MemoryService
 from memory.tokens import TokenCounter
@@ -186,7 +186,9 @@ class MemoryInjector:
         # session only scopes what this conversation's capture is filed under.
         user_scope = Scope(tenant=scope.tenant, user=scope.user)
         query = recall_query(messages)
-        result = await self._memories.search(user_scope, query, k=policy.candidates)
+        result = await self._memories.search(
+            user_scope, query, k=policy.candidates, embed_as=query_embedding_text(messages, query)
+        )
         receipt.timings_ms["recall"] = round((time.perf_counter() - started) * 1000, 2)
         confidence = self._calibration.confidence(scope.tenant, result.confidence)
         receipt.confidence, receipt.raw_confidence = confidence, result.confidence

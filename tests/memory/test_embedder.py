@@ -197,6 +197,18 @@ def test_cache_is_bounded_and_evicts_least_recently_used() -> None:
     assert cached.cache_info().size == 2
 
 
+def test_cached_peeks_without_computing_or_reordering() -> None:
+    inner = CountingEmbedder()
+    cached = CachedEmbedder(inner, maxsize=2)
+    a = cached.embed("a")
+    cached.embed("b")
+    found = cached.cached(["a", "zz"])
+    assert list(found) == ["a"] and found["a"] is a and inner.seen == ["a", "b"]
+    assert cached.cache_info().hits == 0
+    cached.embed("c")  # "a" was peeked at, not used: still the least recent, evicted
+    assert cached.cached(["a", "b", "c"]).keys() == {"b", "c"}
+
+
 def test_cached_vectors_are_read_only() -> None:
     cached = CachedEmbedder(CountingEmbedder())
     with pytest.raises(ValueError, match="read-only"):

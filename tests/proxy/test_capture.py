@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from memory.conversation import Turn, conversation_turns, recall_query
+from memory.conversation import Turn, conversation_turns, query_embedding_text, recall_query
 from memory.model import Scope
 from proxy.capture import CaptureLedger, parse_answer
 from proxy.shared_state import InProcessState
@@ -109,3 +109,18 @@ def test_recall_query_pulls_context_for_short_or_referring_turns() -> None:
     ]
     query = recall_query(messages)
     assert "Lisbon" in query and query.endswith("Book it.")
+
+
+def test_a_query_that_is_the_last_user_turn_is_embedded_as_capture_stores_that_turn() -> None:
+    turn = "Which museums in Lisbon open late on Fridays for visitors?"
+    messages = [{"role": "user", "content": [{"type": "text", "text": f"  {turn} "}]}]
+    query = recall_query(messages)
+    [captured] = conversation_turns(messages)
+    assert query_embedding_text(messages, query) == captured.as_memory() == f"User: {turn}"
+    short = [
+        *messages,
+        {"role": "assistant", "content": "Two."},
+        {"role": "user", "content": "Book it."},
+    ]
+    with_context = recall_query(short)
+    assert query_embedding_text(short, with_context) == with_context  # not a stored turn
