@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from memory.apply import BatchApplier
 from memory.chunking import DEFAULT_CHUNK_TOKENS, chunk_text
 from memory.embedder import Embedder
-from memory.ingest import Ingestor
+from memory.ingest import Ingestion, Ingestor
 from memory.lancedb_store import LanceMemoryStore
 from memory.model import (
     InvalidMemory,
@@ -92,9 +93,8 @@ class MemoryService:
             peers=peers,
             refresh_s=refresh_s,
         )
-        self._ingest = Ingestor(
-            data_dir / "wal", self._store, embedder, near_duplicate=near_duplicate
-        )
+        applier = BatchApplier(self._store, embedder, near_duplicate=near_duplicate)
+        self._ingest: Ingestion = Ingestor(data_dir / "wal", applier)
         self._tokens = tokens or TokenCounter()
         self._redaction = redaction
         self._retention = retention
@@ -125,7 +125,7 @@ class MemoryService:
 
     async def prune(self, tenant: str) -> PruneReport:
         """One retention pass over the tenant now (the background loop does this too)."""
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         return await self._pruner.run_once(tenant)
 
     # -- store -------------------------------------------------------------------------
@@ -155,7 +155,7 @@ class MemoryService:
             reinforce.append(existing.id)
         await self._ingest.submit(scope.tenant, fresh)
         if reinforce:
-            await self._ingest.flush()
+            await self._ingest.flush(scope.tenant)
             await self._store.touch(scope.tenant, reinforce, reinforced=1)
         return out
 
@@ -235,7 +235,7 @@ class MemoryService:
         """Live memories oldest first; pass the returned cursor back for the next page."""
         if not 1 <= limit <= 1000:
             raise InvalidMemory("limit", "must be between 1 and 1000")
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         tiers = frozenset({tier}) if tier is not None else None
         page = await self._store.list_memories(
             tenant, ScopeFilter(user, session, tiers), cursor, limit
@@ -248,7 +248,7 @@ class MemoryService:
         tier: Tier | None = None,
     ) -> Memory | None:  # fmt: skip
         """Change a memory in place (same id); new content is redacted and re-embedded."""
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         found = await self._store.get(tenant, memory_id)
         if found is None or (user is not None and found[0].user != user):
             return None
@@ -272,7 +272,7 @@ class MemoryService:
     async def delete(self, tenant: str, memory_id: str, *, user: str | None = None) -> bool:
         if await self.get(tenant, memory_id, user=user) is None:
             return False
-        await self._ingest.flush()
+        await self._ingest.flush(tenant, everywhere=True)
         deleted = await self._store.delete(tenant, [memory_id]) > 0
         await self.compact(tenant)
         return deleted
@@ -280,21 +280,21 @@ class MemoryService:
     async def compact(self, tenant: str) -> None:
         """Compact the tenant's table, dropping its old versions and the applied write-ahead
         log: what removes forgotten memories from disk (forgets run it themselves)."""
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         await self._ingest.rotate_log()
         await self._store.optimize(tenant, cleanup=True)
 
     async def forget_user(self, tenant: str, user: str) -> int:
         """Every memory of the user: gone from search at once, from disk after compaction."""
         check_scope_part("user", user)
-        await self._ingest.flush()
+        await self._ingest.flush(tenant, everywhere=True)
         removed = await self._store.delete_scope(tenant, user, None)
         await self.compact(tenant)
         return removed
 
     async def forget_session(self, tenant: str, user: str, session: str) -> int:
         check_scope_part("session", session)
-        await self._ingest.flush()
+        await self._ingest.flush(tenant, everywhere=True)
         removed = await self._store.delete_scope(tenant, user, session)
         await self.compact(tenant)
         return removed
@@ -304,7 +304,7 @@ class MemoryService:
     ) -> int:
         """Credit feedback (``useful`` bool or a score in [-1, 1]) to these memories."""
         useful, not_useful = evidence(feedback)
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         return await self._store.touch(tenant, list(ids), useful=useful, not_useful=not_useful)
 
     async def summary_input(
@@ -327,7 +327,7 @@ class MemoryService:
         self, tenant: str, *, user: str | None = None, include_vectors: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
         """JSON-able records (one per memory, superseded ones included) for JSONL export."""
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         scope = ScopeFilter(user, include_inactive=True)
         async for memory, vector in self._store.export(tenant, scope):
             record = memory.model_dump(mode="json", exclude={"tenant"})
@@ -350,7 +350,7 @@ class MemoryService:
                 count += await self._submit_restores(tenant, batch)
                 batch = []
         count += await self._submit_restores(tenant, batch)
-        await self._ingest.flush()  # an import is done when it is searchable
+        await self._ingest.flush(tenant)  # an import is done when it is searchable
         return count
 
     def _restore(
