@@ -1,12 +1,15 @@
 """``MemoryService``: everything the proxy needs from the memory engine, and nothing of HTTP.
 
 Build it once in the app's lifespan, ``await start()``, and ``await aclose()`` at shutdown
-(which applies every acknowledged write before returning).
+(which applies every write acknowledged in this replica's write-ahead log before returning;
+what it acknowledged into a shared stream stays there for the tenant's next writer).
 
 Stores are prepared here, before anything touches disk: validate → redact (policy) → chunk
 at sentence boundaries → hash and count tokens → exact-duplicate check (a duplicate returns
-and reinforces the existing memory) → write-ahead log (durable on return). Embedding, the
-near-duplicate check and the LanceDB write follow within milliseconds in the ingestor.
+and reinforces the existing memory) → write-ahead log (durable on return), or with
+``stream`` the shared ingestion stream (:mod:`memory.stream_ingest`). Embedding, the
+near-duplicate check and the LanceDB write follow within milliseconds in the ingestor
+(:mod:`memory.apply`), on this replica or on the tenant's writer.
 
 A :class:`memory.pruner.Pruner` runs in the background between ``start()`` and ``aclose()``
 (every ``prune_interval_s``; ``None`` turns it off): it archives memories whose activation
@@ -15,7 +18,9 @@ to semantic, never touching ``long_term`` ones.
 
 Operations that read or change what is already stored (get, list, update, delete, forget,
 export) first wait for the ingestor to apply what was acknowledged, so they never miss a
-memory that ``store`` already returned.
+memory that ``store`` already returned. With a shared stream, that is what this replica
+acknowledged, wherever it is applied; deletes and forgets wait for what any replica
+acknowledged before them, so a forgotten memory cannot come back from the stream.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from memory.peers import PeerFeed
 from memory.pruner import Pruner, PruneReport
 from memory.retrieval import RecallWeights, rank
 from memory.store import MemoryStore, ScopeFilter
+from memory.stream_ingest import StreamConfig, StreamIngestor
 from memory.tokens import TokenCounter
 from memory.usefulness import UsefulnessPrior, evidence
 from policies.redaction import RedactionPolicy, redact
@@ -72,6 +78,7 @@ class MemoryService:
         store: MemoryStore | None = None,
         store_uri: str | None = None,
         peers: PeerFeed | None = None,
+        stream: StreamConfig | None = None,
         refresh_s: float = 5.0,
         tokens: TokenCounter | None = None,
         redaction: RedactionPolicy = RedactionPolicy(),
@@ -94,7 +101,10 @@ class MemoryService:
             refresh_s=refresh_s,
         )
         applier = BatchApplier(self._store, embedder, near_duplicate=near_duplicate)
-        self._ingest: Ingestion = Ingestor(data_dir / "wal", applier)
+        local = Ingestor(data_dir / "wal", applier)
+        # With a shared stream, this host's write-ahead log is its fallback.
+        self._stream = None if stream is None else StreamIngestor(stream, local, applier)
+        self._ingest: Ingestion = self._stream or local
         self._tokens = tokens or TokenCounter()
         self._redaction = redaction
         self._retention = retention
@@ -111,6 +121,11 @@ class MemoryService:
     @property
     def embedder(self) -> Embedder:
         return self._embedder
+
+    @property
+    def writing(self) -> int:
+        """Tenants whose shared ingestion stream this replica applies now (0 without one)."""
+        return 0 if self._stream is None else self._stream.writer.writing
 
     async def start(self) -> None:
         await self._store.start()
