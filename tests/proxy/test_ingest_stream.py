@@ -106,7 +106,7 @@ class RedisLink:
 @asynccontextmanager
 async def fleet(
     tmp_path: Path, urls: dict[str, str], embedders: dict[str, FakeEmbedder] | None = None,
-    lease_ttl_s: float = 1.0,
+    lease_ttl_s: float = 1.0, wait_s: float = 10.0,
 ) -> AsyncIterator[dict[str, httpx.AsyncClient]]:  # fmt: skip
     """Replicas named by ``urls`` (their Redis), each with its own data dir."""
     registry = TenantRegistry(str(tmp_path / "store" / "registry"))
@@ -115,7 +115,7 @@ async def fleet(
         clients = {}
         for name, url in urls.items():
             settings = replica_settings(tmp_path, name, url).model_copy(
-                update={"ingest_lease_ttl_s": lease_ttl_s}
+                update={"ingest_lease_ttl_s": lease_ttl_s, "ingest_wait_s": wait_s}
             )
             embedder = (embedders or {}).get(name) or FakeEmbedder()
             app = build_app(settings, embedder=embedder)
@@ -233,6 +233,44 @@ async def test_a_store_is_readable_at_once_where_it_was_acknowledged(
         assert tea in {m["id"] for m in await _listed(replicas["a"])}
         assert await _metric(replicas["a"], "memshadow_ingest_writer_tenants", 0.0)
         assert (await replicas["b"].get(f"/v1/memories/{tea}")).status_code == 200
+
+
+async def test_a_read_that_cannot_see_an_acknowledged_store_in_time_answers_503(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    gated = GatedEmbedder()  # the only replica, so the writer, and stuck
+    async with fleet(tmp_path, {"a": redis_server.url}, {"a": gated}, wait_s=0.3) as replicas:
+        a = replicas["a"]
+        tea = await _store(a, "Ann drinks green tea every morning.")
+        listed = await a.get("/v1/memories", params={"user": "ann"})
+        assert listed.status_code == 503, listed.text
+        assert listed.json()["error"]["code"] == "memory_writes_pending"
+        assert listed.headers["retry-after"] == "1"
+        assert (await a.get(f"/v1/memories/{tea}")).status_code == 200  # pending, known here
+        gated.gate.set()
+        assert [m["id"] for m in await _listed(a)] == [tea]
+
+
+async def test_a_replica_that_stops_gives_its_leases_up_at_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """With a 60 s lease, B could only take the tenant over within the test because A,
+    shutting down, released it."""
+    registry = TenantRegistry(str(tmp_path / "store" / "registry"))
+    key, _ = registry.create_key(TENANT)
+    apps = {
+        name: build_app(replica_settings(tmp_path, name, redis_server.url).model_copy(
+            update={"ingest_lease_ttl_s": 60.0, "ingest_wait_s": 5.0}))
+        for name in "ab"
+    }  # fmt: skip
+    async with in_process(apps["b"], key) as b:
+        async with in_process(apps["a"], key) as a:
+            await _store(a, "Ann's bike is red.")
+            await eventually(lambda: _metric(a, "memshadow_ingest_writer_tenants", 1.0))
+        assert _holder(redis_server) is None
+        tea = await _store(b, "Ann drinks green tea every morning.")
+        assert tea in {m["id"] for m in await _listed(b)}
+        assert await _metric(b, "memshadow_ingest_writer_tenants", 1.0)
 
 
 async def test_an_exact_duplicate_acknowledged_by_two_replicas_is_reinforced(
