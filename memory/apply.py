@@ -90,6 +90,9 @@ class BatchApplier:
 
     async def prepare(self, batch: Sequence[Write]) -> Plan:
         """Embed the batch and decide, per (tenant, user), what to write."""
+        # One write per id, the last, as if applied one after another: Lance would insert
+        # a repeated id twice, and then refuse every later upsert matching both rows.
+        batch = list({(w.tenant, w.memory.id): w for w in batch}.values())
         vectors = await self._vectors(batch)
         rows_of: dict[tuple[str, str], list[int]] = {}
         for i, write in enumerate(batch):
