@@ -70,6 +70,7 @@ class StreamWriter:
         self._batch = batch_entries
         self._block_s = block_s
         self._held: dict[str, _Lease] = {}
+        self._elsewhere: set[str] = set()  # held by another replica at the last try
         self._wanted: set[str] = set()
         self._poke = asyncio.Event()  # the lease loop: try the wanted tenants now
         self._work = asyncio.Event()  # the apply loop: a lease was taken
@@ -91,8 +92,9 @@ class StreamWriter:
         return lease is not None and lease.valid_until > time.monotonic()
 
     def want(self, tenant: str) -> None:
-        """This replica appended to the tenant: take its lease now if nobody holds it."""
-        if tenant not in self._held:
+        """This replica appended to the tenant: take its lease now if nobody holds it
+        (a tenant another replica writes is left to the regular sweep)."""
+        if tenant not in self._held and tenant not in self._elsewhere:
             self._wanted.add(tenant)
             self._poke.set()
 
@@ -123,25 +125,37 @@ class StreamWriter:
 
     # -- leases --------------------------------------------------------------------------
     async def _lease_loop(self) -> None:
+        due = 0.0  # when the leases held are renewed and the waiting tenants swept
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self._renew_s)
+                await asyncio.wait_for(self._poke.wait(), max(0.0, due - time.monotonic()))
             if self._closing:
                 return
             self._poke.clear()
+            sweep = time.monotonic() >= due
             try:
-                await self._maintain()
+                await self._maintain(sweep)
             except StreamUnavailable as error:
                 # Held leases lapse here by themselves (valid_until): nothing is written
                 # without one. The stream logs the outage.
                 log.debug("writer leases not renewed: %s", error)
+            if sweep:
+                due = time.monotonic() + self._renew_s
 
-    async def _maintain(self) -> None:
+    async def _maintain(self, sweep: bool) -> None:
+        """Try the wanted tenants; with ``sweep``, also renew the leases held and try
+        every tenant with entries."""
         wanted, self._wanted = self._wanted, set()
-        candidates = set(self._held) | wanted | set(await self._queue.waiting())
+        candidates = wanted - set(self._held)
+        if sweep:
+            candidates |= set(self._held) | set(await self._queue.waiting())
+        if not candidates:
+            return
         sent = time.monotonic()
         held = await self._queue.hold(sorted(candidates), self._owner, self._ttl_s)
-        for tenant in set(self._held) - held:
+        # A sweep tries every tenant with entries: what it could not take is all there is.
+        self._elsewhere = candidates - held if sweep else self._elsewhere | (candidates - held)
+        for tenant in (set(self._held) & candidates) - held:
             del self._held[tenant]
             log.info("writer lease of tenant %r lost to another replica", tenant)
         for tenant in held:
@@ -153,7 +167,8 @@ class StreamWriter:
             if lease.valid_until <= sent:
                 lease.claim = True  # it lapsed meanwhile: another may have left entries
             lease.valid_until = sent + self._ttl_s / 2
-        await self._release_idle(sent)
+        if sweep:
+            await self._release_idle(sent)
 
     async def _release_idle(self, now: float) -> None:
         for tenant, lease in list(self._held.items()):

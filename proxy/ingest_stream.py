@@ -8,11 +8,11 @@ Keys (under the shared state's ``memshadow:`` namespace), per tenant:
 - ``ingest-applied:<tenant>``: the newest entry committed to the table (only ever rises);
 
 and ``ingest-tenants``, the set of tenants whose streams may hold entries (so that every
-replica's sweep finds those whose writer died). Several steps are Lua scripts so that
-they are atomic: taking or renewing a lease (and creating the group with it), acking
-(``XACK``, trimming what is applied, publishing the position), and releasing a lease only
-while the stream is empty; an append (``XADD`` + ``SADD``) is a ``MULTI``, so a release
-either sees the new entry or the tenant is back in the set.
+replica's sweep finds those whose writer died). Each step is one command, most of them
+Lua scripts so that they are atomic: appending (``XADD`` + ``SADD``), taking or renewing a
+lease (and creating the group with it), acking (``XACK``, trimming what is applied,
+publishing the position), and releasing a lease only while the stream is empty, so that a
+release either sees a new entry or the tenant is back in the set.
 
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an acknowledged
 entry survives a Redis crash; with ``everysec`` up to the last second of entries may be
@@ -40,6 +40,12 @@ __all__ = ["RedisIngestStream"]
 T = TypeVar("T")
 GROUP = "writers"
 _FIELD = b"d"
+
+_APPEND = """
+local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return id
+"""
 
 _HOLD = """
 local holder = redis.call('GET', KEYS[1])
@@ -93,6 +99,7 @@ class RedisIngestStream:
         self._state = state
         self._tenants_key = state.namespaced("ingest-tenants")
         self._prefix = state.namespaced("ingest:")
+        self._append = state.script(_APPEND)
         self._hold = state.script(_HOLD)
         self._release = state.script(_RELEASE)
         self._ack = state.script(_ACK)
@@ -115,14 +122,12 @@ class RedisIngestStream:
 
     # -- the producer's side -------------------------------------------------------------
     async def append(self, tenant: str, payload: bytes) -> StreamId:
-        async def run(client: Redis) -> list[Any]:
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.xadd(self._stream(tenant), {_FIELD: payload})
-                pipe.sadd(self._tenants_key, tenant)
-                results: list[Any] = await pipe.execute()
-                return results
-
-        return parse_id((await self._run("ingest_append", run))[0])
+        keys = [self._stream(tenant), self._tenants_key]
+        entry_id = await self._run(
+            "ingest_append",
+            lambda client: self._append(keys=keys, args=[payload, tenant], client=client),
+        )
+        return parse_id(entry_id)
 
     async def positions(self, tenants: Sequence[str]) -> dict[str, Position]:
         async def run(client: Redis) -> list[Any]:
