@@ -201,9 +201,7 @@ async def throughput(
         applied = time.perf_counter() - started
     db = lancedb.connect(root / "store" / "memory" / "lancedb")
     commits = sum(db.open_table(table_name(f"t{n}")).version - 1 for n in range(args.tenants))
-    print(
-        f"| {name} | {args.memories / acked:.0f} | {args.memories / applied:.0f} | {commits} |"
-    )
+    print(f"| {name} | {args.memories / acked:.0f} | {args.memories / applied:.0f} | {commits} |")
 
 
 WORDS = [f"topic {w}" for w in range(97)]

@@ -75,6 +75,14 @@ class Plan:
 
     groups: list[_Group]
 
+    @property
+    def count(self) -> int:
+        return sum(len(group.memories) for group in self.groups)
+
+    def of(self, tenant: str) -> Plan:
+        """The part of the batch that writes ``tenant``'s table."""
+        return Plan([group for group in self.groups if group.tenant == tenant])
+
 
 class BatchApplier:
     """Embeds, deduplicates, resolves supersession and writes batches of memories."""

@@ -162,14 +162,17 @@ def decode_writes(payload: bytes) -> list[Write]:
     are never ``fresh``: an entry may have been applied before (a writer died before its
     ack), so it is always upserted."""
     body: dict[str, Any] = orjson.loads(payload)
-    if body.get("v") != _FORMAT:
-        raise ValueError(f"ingestion stream entry of unknown format {body.get('v')!r}")
-    tenant = str(body["tenant"])
-    return [
-        Write(tenant, Memory.model_validate(row["memory"]), _vector(row["vector"]),
-              bool(row["restore"]))
-        for row in body["rows"]
-    ]  # fmt: skip
+    if not isinstance(body, dict) or body.get("v") != _FORMAT:
+        raise ValueError("ingestion stream entry of an unknown format")
+    try:
+        tenant = str(body["tenant"])
+        return [
+            Write(tenant, Memory.model_validate(row["memory"]), _vector(row["vector"]),
+                  bool(row["restore"]))
+            for row in body["rows"]
+        ]  # fmt: skip
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"malformed ingestion stream entry: {error!r}") from None
 
 
 def _vector(raw: str | None) -> list[float] | None:

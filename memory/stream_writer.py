@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from memory.apply import BatchApplier
+from memory.apply import BatchApplier, Plan, Write
 from memory.stream import StreamEntry, StreamId, StreamUnavailable, WriterQueue, decode_writes
 
 __all__ = ["StreamWriter"]
@@ -205,7 +205,7 @@ class StreamWriter:
             self._failed(tenant, 0, error)
             return
         if entries:
-            await self._apply(tenant, entries)
+            await self._apply({tenant: entries})
         elif tenant in self._held:
             self._held[tenant].claim = False
 
@@ -218,20 +218,36 @@ class StreamWriter:
         by_tenant: dict[str, list[StreamEntry]] = {}
         for entry in entries:
             by_tenant.setdefault(entry.tenant, []).append(entry)
-        for tenant, batch in by_tenant.items():
-            await self._apply(tenant, batch)
+        if by_tenant:
+            await self._apply(by_tenant)
 
-    async def _apply(self, tenant: str, entries: list[StreamEntry]) -> None:
-        lease = self._held.get(tenant)
-        if lease is None:
-            return  # lost meanwhile: the entries stay pending for the next holder
+    async def _apply(self, batches: dict[str, list[StreamEntry]]) -> None:
+        """One embedding pass for every tenant's entries (one ``embed_batch``), then per
+        tenant, its lease checked again, the write and the ack."""
+        writes: dict[str, list[Write]] = {}
+        for tenant, entries in batches.items():
+            try:
+                writes[tenant] = [w for entry in entries for w in decode_writes(entry.payload)]
+            except ValueError as error:
+                self._failed(tenant, len(entries), error)
+        leases = {t: self._held[t] for t in writes if t in self._held}
         try:
-            writes = [w for entry in entries for w in decode_writes(entry.payload)]
-            plan = await self._applier.prepare(writes)
-            if self._held.get(tenant) is not lease or lease.valid_until <= time.monotonic():
-                log.warning("writer lease of tenant %r lapsed while embedding; not writing",
-                            tenant)  # fmt: skip
-                return
+            plan = await self._applier.prepare([w for t in leases for w in writes[t]])
+        except (OSError, RuntimeError, ValueError) as error:
+            for tenant in leases:
+                self._failed(tenant, len(batches[tenant]), error)
+            return
+        for tenant, lease in leases.items():
+            await self._commit(tenant, lease, plan.of(tenant), batches[tenant])
+
+    async def _commit(
+        self, tenant: str, lease: _Lease, plan: Plan, entries: list[StreamEntry]
+    ) -> None:
+        if self._held.get(tenant) is not lease or lease.valid_until <= time.monotonic():
+            # Lost or lapsed while embedding: the entries stay pending for the next holder.
+            log.warning("writer lease of tenant %r lapsed while embedding; not writing", tenant)
+            return
+        try:
             await self._applier.commit(plan)
             await self._queue.ack(tenant, [entry.id for entry in entries])
         except (OSError, RuntimeError, ValueError) as error:  # StreamUnavailable included
@@ -240,8 +256,8 @@ class StreamWriter:
         lease.delay, lease.active_at = 0.1, time.monotonic()
         self._on_applied(tenant, entries[-1].id)
         log.debug(
-            "applied %d memories of tenant %r as writer %s", len(writes), tenant, self._owner,
-            extra={"tenant": tenant, "writer": self._owner, "count": len(writes)},
+            "applied %d memories of tenant %r as writer %s", plan.count, tenant, self._owner,
+            extra={"tenant": tenant, "writer": self._owner, "count": plan.count},
         )  # fmt: skip
 
     def _failed(self, tenant: str, count: int, error: BaseException) -> None:

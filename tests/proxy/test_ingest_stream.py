@@ -334,3 +334,22 @@ async def test_redis_down_stores_fall_back_to_the_local_log_then_return_to_the_s
         assert await _metric(a, "memshadow_ingest_fallback_total", 3.0)  # through the stream
         assert _holder(redis_server) is not None
         assert any("stream is back" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_entry_that_cannot_be_read_holds_up_only_its_tenant(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Written by a newer version, say: retried (never dropped) while others go on."""
+    redis = BlockingRedis(port=redis_server.port)
+    redis.xadd("memshadow:ingest:other", {"d": b'{"v": 1, "rows": [{}]}'})
+    redis.sadd("memshadow:ingest-tenants", "other")
+    async with fleet(tmp_path, {"a": redis_server.url}) as replicas:
+        await eventually(lambda: _logged(caplog, "stream entries of tenant 'other' failed"))
+        tea = await _store(replicas["a"], "Ann drinks green tea every morning.")
+        assert [m["id"] for m in await _listed(replicas["a"])] == [tea]
+        await eventually(lambda: _logged(caplog, "retrying in 0.4s"))  # still retried
+    assert redis.xlen("memshadow:ingest:other") == 1
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
