@@ -143,6 +143,9 @@ class StreamIngestor:
             self._fall_back(error, len(memories))
             await self._local.submit(tenant, memories, vectors, restore=restore)
             return
+        except BaseException:
+            self._untrack(tenant, memories)  # not acknowledged (cancelled, say)
+            raise
         if self._falling_back:
             self._falling_back = False
             log.info("ingestion stream is back: stores are acknowledged in it again")
@@ -252,7 +255,9 @@ class StreamIngestor:
                 self._advance(tenant, position.applied)
             return
         # The stream is gone (Redis lost its data): nothing of it will ever be applied.
-        waited = [*self._acked.get(tenant, {}), *filter(None, [self._barriers.get(tenant)])]
+        waited = list(self._acked.get(tenant, {}))
+        if tenant in self._barriers:
+            waited.append(self._barriers[tenant])
         if waited:
             lost = sum(len(m) for m in self._acked.get(tenant, {}).values())
             if lost:

@@ -79,10 +79,6 @@ class StreamWriter:
         self._apply_task: asyncio.Task[None] | None = None
 
     @property
-    def owner(self) -> str:
-        return self._owner
-
-    @property
     def writing(self) -> int:
         """How many tenants this replica holds the lease of, now."""
         return sum(1 for tenant in list(self._held) if self.holds(tenant))
@@ -233,7 +229,7 @@ class StreamWriter:
         leases = {t: self._held[t] for t in writes if t in self._held}
         try:
             plan = await self._applier.prepare([w for t in leases for w in writes[t]])
-        except (OSError, RuntimeError, ValueError) as error:
+        except Exception as error:  # whatever it was, the entries must not be dropped
             for tenant in leases:
                 self._failed(tenant, len(batches[tenant]), error)
             return
@@ -250,7 +246,7 @@ class StreamWriter:
         try:
             await self._applier.commit(plan)
             await self._queue.ack(tenant, [entry.id for entry in entries])
-        except (OSError, RuntimeError, ValueError) as error:  # StreamUnavailable included
+        except Exception as error:  # StreamUnavailable too: retried, never dropped
             self._failed(tenant, len(entries), error)
             return
         lease.delay, lease.active_at = 0.1, time.monotonic()
@@ -266,7 +262,7 @@ class StreamWriter:
         lease = self._held.get(tenant)
         if lease is None:
             return
-        log.error("applying %d stream entries of tenant %r failed, retrying in %.1fs: %s",
+        log.error("applying %d stream entries of tenant %r failed, retrying in %.1fs: %r",
                   count, tenant, lease.delay, error)  # fmt: skip
         lease.claim = True
         lease.retry_at = time.monotonic() + lease.delay
