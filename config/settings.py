@@ -116,6 +116,23 @@ class Settings(BaseSettings):
             " was not told about (a missed broadcast), and reloads what it caches if so."
         ),
     )
+    ingest_lease_ttl_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "With Redis: how long a tenant's writer lease lives without renewal; a replica"
+            " that dies stops applying the tenant's stream, and another takes it over,"
+            " within about this long."
+        ),
+    )
+    ingest_wait_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "With Redis: how long reads that must see what was acknowledged (get, list,"
+            " update, forget, export) wait for its writer before answering 503."
+        ),
+    )
 
     # --- serving --------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -1,4 +1,4 @@
-"""Durable ingestion: a write-ahead log in front of an embedding, dedup and write pipeline.
+"""Durable ingestion on one replica: a write-ahead log in front of the apply pipeline.
 
 Durability. :meth:`Ingestor.submit` returns only after its memories are appended to the
 WAL and ``fsync``-ed; concurrent submits share one ``fsync`` (group commit). Each WAL line is
@@ -7,21 +7,13 @@ WAL and ``fsync``-ed; concurrent submits share one ``fsync`` (group commit). Eac
 highest applied sequence number in ``applied`` (write, fsync, rename). At start, entries past
 that number are replayed. Replays are idempotent: every entry carries its memory's id, and
 the store upserts by id. Each start opens a fresh segment; segments wholly applied are
-deleted. Ordering: one consumer applies entries in sequence order.
-
-Pipeline per batch: embed (one ``embed_batch`` call) → near-duplicate check against the
-user's live memories (cosine ≥ ``near_duplicate``: the new row is kept, marked superseded by
-the survivor, which is reinforced; the acknowledged id stays resolvable) → supersession →
-upsert. Redaction, chunking and exact-duplicate detection happen before the WAL, in
+deleted. Ordering: one consumer applies entries in sequence order, in batches, through
+:class:`memory.apply.BatchApplier` (embed, near-duplicates, supersession, write).
+Redaction, chunking and exact-duplicate detection happen before the WAL, in
 :mod:`memory.service`.
 
-Supersession (:mod:`policies.supersession`): a live memory stating a profile fact ("I moved
-to Porto") supersedes the user's strictly older live memories stating another value for the
-same slot ("I live in Lyon"), which are kept with ``superseded_by`` and leave search; a fact
-older than a stored contradicting one (an import) is itself the one superseded. Only the
-user's memories whose content contains the slot's trigger phrases are read, through one
-filtered store query per (tenant, user) in a batch that states any fact. Two texts that
-contradict each other on a slot are never near-duplicates of each other, however similar.
+This is the embedded default, and with Redis the fallback of
+:mod:`memory.stream_ingest` while the shared stream cannot be reached.
 """
 
 from __future__ import annotations
@@ -35,19 +27,15 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-import numpy as np
-
-from memory.embedder import CachedEmbedder, Embedder
+from memory.apply import BatchApplier, Write
 from memory.model import Memory
-from memory.store import Change, MemoryStore, Vectors
-from policies.supersession import Claim, Fact, Supersession, extract_fact, resolve, triggers
+from memory.store import Vectors
 
-__all__ = ["Ingestor", "WalEntry", "WriteAheadLog"]
+__all__ = ["Ingestion", "Ingestor", "WalEntry", "WriteAheadLog"]
 
 log = logging.getLogger(__name__)
-events = logging.getLogger("memshadow.events")
 
 
 @dataclass(frozen=True)
@@ -166,6 +154,43 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class Ingestion(Protocol):
+    """What :class:`memory.service.MemoryService` needs from an ingestion path: this
+    module's :class:`Ingestor`, or :class:`memory.stream_ingest.StreamIngestor`."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def submit(
+        self, tenant: str, memories: Sequence[Memory], vectors: Vectors | None = None,
+        *, restore: bool = False,
+    ) -> None:  # fmt: skip
+        """Durably enqueue memories; returns once they would survive a crash."""
+        ...
+
+    def pending(self, tenant: str, memory_id: str) -> Memory | None:
+        """A memory acknowledged here and not applied yet."""
+        ...
+
+    def pending_by_hash(self, tenant: str, user: str, content_hash: str) -> Memory | None: ...
+
+    @property
+    def backlog(self) -> int:
+        """Memories this replica acknowledged that are not in the store yet (as far as it
+        knows: the operator dashboard shows it)."""
+        ...
+
+    async def flush(self, tenant: str | None = None, *, everywhere: bool = False) -> None:
+        """Wait until what this replica acknowledged (of ``tenant``, or all) is applied;
+        ``everywhere``: what any replica acknowledged before the call."""
+        ...
+
+    async def rotate_log(self) -> None:
+        """Drop applied entries from this replica's own log (after a forget)."""
+        ...
+
+
 _Submit = tuple[list[tuple[str, Memory, list[float] | None, bool]], "asyncio.Future[None]"]
 
 
@@ -175,20 +200,15 @@ class Ingestor:
     def __init__(
         self,
         wal_dir: Path,
-        store: MemoryStore,
-        embedder: Embedder,
+        applier: BatchApplier,
         *,
         batch_size: int = 128,
         max_delay_s: float = 0.02,
-        near_duplicate: float = 0.95,
     ) -> None:
         self._wal = WriteAheadLog(wal_dir)
-        self._store = store
-        # Memories are embedded once: through the query cache they would only evict queries.
-        self._embedder = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
+        self._applier = applier
         self._batch_size = batch_size
         self._max_delay_s = max_delay_s
-        self._near_duplicate = near_duplicate
         self._commits: asyncio.Queue[_Submit | None] = asyncio.Queue()
         self._applies: asyncio.Queue[WalEntry | None] = asyncio.Queue()
         self._committed = 0
@@ -264,8 +284,9 @@ class Ingestor:
         """Memories acknowledged (durable in the write-ahead log) but not yet in the store."""
         return self._committed - self._applied
 
-    async def flush(self) -> None:
-        """Wait until everything acknowledged so far is applied to the store."""
+    async def flush(self, tenant: str | None = None, *, everywhere: bool = False) -> None:
+        """Wait until everything acknowledged so far is applied to the store (on one
+        replica, what it acknowledged is everything: the arguments change nothing)."""
         target = self._committed
         async with self._progress:
             await self._progress.wait_for(lambda: self._applied >= target)
@@ -353,115 +374,9 @@ class Ingestor:
             self._progress.notify_all()
 
     async def _apply(self, batch: list[WalEntry], first_attempt: bool) -> None:
-        vectors = await self._vectors(batch)
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, entry in enumerate(batch):
-            groups.setdefault((entry.tenant, entry.memory.user), []).append(i)
-        for (tenant, user), rows in groups.items():
-            memories = [batch[i].memory for i in rows]
-            fresh = [i for i, r in enumerate(rows) if not batch[r].restore]
-            survivors = await self._store.nearest(
-                tenant,
-                user,
-                vectors[[rows[i] for i in fresh]],
-                [memories[i].content_hash for i in fresh],
-            )
-            reinforce: list[str] = []
-            first_of_hash: dict[str, Memory] = {}
-            for i, (survivor, similarity) in zip(fresh, survivors, strict=True):
-                # Two stores of one text racing into the same batch: the first one wins.
-                twin = first_of_hash.setdefault(memories[i].content_hash, memories[i])
-                if twin is not memories[i] and twin.id != memories[i].id:
-                    survivor, similarity = twin, 1.0
-                if (
-                    survivor is not None
-                    and survivor.id != memories[i].id
-                    and (similarity >= self._near_duplicate)
-                    and not _contradict(survivor, memories[i])
-                ):
-                    memories[i] = memories[i].model_copy(update={"superseded_by": survivor.id})
-                    reinforce.append(survivor.id)
-            outcome = await self._supersessions(tenant, user, memories)
-            in_batch = {m.id: i for i, m in enumerate(memories)}
-            for old, change in outcome.items():
-                if old in in_batch:
-                    i = in_batch[old]
-                    memories[i] = memories[i].model_copy(update={"superseded_by": change.new})
-            # Fresh ids can be appended; a replayed or restored entry may already be stored.
-            new = first_attempt and all(
-                batch[r].seq > self._replay_until and not batch[r].restore for r in rows
-            )
-            await self._store.add(tenant, memories, vectors[rows], new=new)
-            if reinforce:
-                await self._store.touch(tenant, reinforce, reinforced=1)
-            await self._apply_supersessions(tenant, outcome, set(in_batch))
-
-    async def _supersessions(
-        self, tenant: str, user: str, memories: Sequence[Memory]
-    ) -> dict[str, Supersession]:
-        """Which memories (of this batch or stored) the batch's stated facts supersede."""
-        claims = _claims(memories)
-        if not claims:
-            return {}
-        phrases = sorted({t for c in claims for t in triggers(c.fact.slot)})
-        batch_ids = {m.id for m in memories}
-        stored = await self._store.matching(tenant, user, phrases)
-        known = _claims([m for m in stored if m.id not in batch_ids])
-        outcome: dict[str, Supersession] = {}
-        # Oldest first, so that within one batch the newest statement ends up the live one.
-        for claim in sorted(claims, key=lambda c: (c.created_at, c.id)):
-            if claim.id in outcome:
-                continue
-            live = [c for c in known if c.id not in outcome]
-            outcome.update((s.old, s) for s in resolve(claim, live))
-            known.append(claim)
-        return outcome
-
-    async def _apply_supersessions(
-        self, tenant: str, outcome: dict[str, Supersession], in_batch: set[str]
-    ) -> None:
-        # Stored memories are marked after the new one is written: for a moment both are
-        # live, rather than neither; a crash in between replays the entry and marks again.
-        stored = {
-            old: Change(superseded_by=s.new) for old, s in outcome.items() if old not in in_batch
-        }
-        changed = set(await self._store.mark(tenant, stored)) if stored else set()
-        for old, s in outcome.items():
-            if old in in_batch or old in changed:
-                events.info(
-                    "memory superseded tenant=%s id=%s by=%s slot=%s", tenant, old, s.new, s.slot,
-                    extra={"event": "memory.superseded", "tenant": tenant, "memory_id": old,
-                           "superseded_by": s.new, "slot": s.slot},
-                )  # fmt: skip
-
-    async def _vectors(self, batch: list[WalEntry]) -> Vectors:
-        out = np.zeros((len(batch), self._store.dimension), np.float32)
-        todo = [i for i, entry in enumerate(batch) if entry.vector is None]
-        for i, entry in enumerate(batch):
-            if entry.vector is not None:
-                out[i] = entry.vector
-        if todo:
-            texts = [batch[i].memory.content for i in todo]
-            out[todo] = await asyncio.to_thread(self._embedder.embed_batch, texts)
-        return out
-
-
-def _fact(memory: Memory) -> Fact | None:
-    role = memory.metadata.get("role")
-    return extract_fact(memory.content, role if isinstance(role, str) else None)
-
-
-def _claims(memories: Sequence[Memory]) -> list[Claim]:
-    """The profile facts that live memories state."""
-    out = []
-    for memory in memories:
-        fact = _fact(memory) if memory.live else None
-        if fact is not None:
-            out.append(Claim(memory.id, fact, memory.created_at))
-    return out
-
-
-def _contradict(a: Memory, b: Memory) -> bool:
-    """Whether two memories state different values for one slot ("live in Lyon"/"in Porto")."""
-    fa, fb = _fact(a), _fact(b)
-    return fa is not None and fb is not None and fa.slot == fb.slot and fa.value != fb.value
+        # Fresh ids can be appended; a replayed or restored entry may already be stored.
+        await self._applier.apply([
+            Write(e.tenant, e.memory, e.vector, e.restore,
+                  fresh=first_attempt and e.seq > self._replay_until)
+            for e in batch
+        ])  # fmt: skip

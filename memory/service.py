@@ -1,12 +1,15 @@
 """``MemoryService``: everything the proxy needs from the memory engine, and nothing of HTTP.
 
 Build it once in the app's lifespan, ``await start()``, and ``await aclose()`` at shutdown
-(which applies every acknowledged write before returning).
+(which applies every write acknowledged in this replica's write-ahead log before returning;
+what it acknowledged into a shared stream stays there for the tenant's next writer).
 
 Stores are prepared here, before anything touches disk: validate → redact (policy) → chunk
 at sentence boundaries → hash and count tokens → exact-duplicate check (a duplicate returns
-and reinforces the existing memory) → write-ahead log (durable on return). Embedding, the
-near-duplicate check and the LanceDB write follow within milliseconds in the ingestor.
+and reinforces the existing memory) → write-ahead log (durable on return), or with
+``stream`` the shared ingestion stream (:mod:`memory.stream_ingest`). Embedding, the
+near-duplicate check and the LanceDB write follow within milliseconds in the ingestor
+(:mod:`memory.apply`), on this replica or on the tenant's writer.
 
 A :class:`memory.pruner.Pruner` runs in the background between ``start()`` and ``aclose()``
 (every ``prune_interval_s``; ``None`` turns it off): it archives memories whose activation
@@ -15,7 +18,9 @@ to semantic, never touching ``long_term`` ones.
 
 Operations that read or change what is already stored (get, list, update, delete, forget,
 export) first wait for the ingestor to apply what was acknowledged, so they never miss a
-memory that ``store`` already returned.
+memory that ``store`` already returned. With a shared stream, that is what this replica
+acknowledged, wherever it is applied; deletes and forgets wait for what any replica
+acknowledged before them, so a forgotten memory cannot come back from the stream.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from memory.apply import BatchApplier
 from memory.chunking import DEFAULT_CHUNK_TOKENS, chunk_text
 from memory.embedder import Embedder
-from memory.ingest import Ingestor
+from memory.ingest import Ingestion, Ingestor
 from memory.lancedb_store import LanceMemoryStore
 from memory.model import (
     InvalidMemory,
@@ -50,6 +56,7 @@ from memory.peers import PeerFeed
 from memory.pruner import Pruner, PruneReport
 from memory.retrieval import RecallWeights, rank
 from memory.store import MemoryStore, ScopeFilter
+from memory.stream_ingest import StreamConfig, StreamIngestor
 from memory.tokens import TokenCounter
 from memory.usefulness import UsefulnessPrior, evidence
 from policies.redaction import RedactionPolicy, redact
@@ -72,6 +79,7 @@ class MemoryService:
         store: MemoryStore | None = None,
         store_uri: str | None = None,
         peers: PeerFeed | None = None,
+        stream: StreamConfig | None = None,
         refresh_s: float = 5.0,
         tokens: TokenCounter | None = None,
         redaction: RedactionPolicy = RedactionPolicy(),
@@ -93,9 +101,11 @@ class MemoryService:
             peers=peers,
             refresh_s=refresh_s,
         )
-        self._ingest = Ingestor(
-            data_dir / "wal", self._store, embedder, near_duplicate=near_duplicate
-        )
+        applier = BatchApplier(self._store, embedder, near_duplicate=near_duplicate)
+        local = Ingestor(data_dir / "wal", applier)
+        # With a shared stream, this host's write-ahead log is its fallback.
+        self._stream = None if stream is None else StreamIngestor(stream, local, applier)
+        self._ingest: Ingestion = self._stream or local
         self._tokens = tokens or TokenCounter()
         self._redaction = redaction
         self._retention = retention
@@ -114,6 +124,11 @@ class MemoryService:
     def embedder(self) -> Embedder:
         return self._embedder
 
+    @property
+    def writing(self) -> int:
+        """Tenants whose shared ingestion stream this replica applies now (0 without one)."""
+        return 0 if self._stream is None else self._stream.writer.writing
+
     async def start(self) -> None:
         await self._store.start()
         await self._ingest.start()
@@ -127,7 +142,7 @@ class MemoryService:
 
     async def prune(self, tenant: str) -> PruneReport:
         """One retention pass over the tenant now (the background loop does this too)."""
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         return await self._pruner.run_once(tenant)
 
     # -- store -------------------------------------------------------------------------
@@ -157,7 +172,7 @@ class MemoryService:
             reinforce.append(existing.id)
         await self._ingest.submit(scope.tenant, fresh)
         if reinforce:
-            await self._ingest.flush()
+            await self._ingest.flush(scope.tenant)
             await self._store.touch(scope.tenant, reinforce, reinforced=1)
         return out
 
@@ -246,7 +261,7 @@ class MemoryService:
         """Live memories oldest first; pass the returned cursor back for the next page."""
         if not 1 <= limit <= 1000:
             raise InvalidMemory("limit", "must be between 1 and 1000")
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         tiers = frozenset({tier}) if tier is not None else None
         page = await self._store.list_memories(
             tenant, ScopeFilter(user, session, tiers), cursor, limit
@@ -259,7 +274,7 @@ class MemoryService:
         tier: Tier | None = None,
     ) -> Memory | None:  # fmt: skip
         """Change a memory in place (same id); new content is redacted and re-embedded."""
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         found = await self._store.get(tenant, memory_id)
         if found is None or (user is not None and found[0].user != user):
             return None
@@ -283,7 +298,7 @@ class MemoryService:
     async def delete(self, tenant: str, memory_id: str, *, user: str | None = None) -> bool:
         if await self.get(tenant, memory_id, user=user) is None:
             return False
-        await self._ingest.flush()
+        await self._ingest.flush(tenant, everywhere=True)
         deleted = await self._store.delete(tenant, [memory_id]) > 0
         await self.compact(tenant)
         return deleted
@@ -291,14 +306,14 @@ class MemoryService:
     async def compact(self, tenant: str) -> None:
         """Compact the tenant's table, dropping its old versions and the applied write-ahead
         log: what removes forgotten memories from disk (forgets run it themselves)."""
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         await self._ingest.rotate_log()
         await self._store.optimize(tenant, cleanup=True)
 
     async def forget_user(self, tenant: str, user: str) -> int:
         """Every memory of the user: gone from search at once, from disk after compaction."""
         check_scope_part("user", user)
-        await self._ingest.flush()
+        await self._ingest.flush(tenant, everywhere=True)
         removed = await self._store.delete_scope(tenant, user, None)
         self._outcomes.forget(tenant, user)
         await self.compact(tenant)
@@ -306,7 +321,7 @@ class MemoryService:
 
     async def forget_session(self, tenant: str, user: str, session: str) -> int:
         check_scope_part("session", session)
-        await self._ingest.flush()
+        await self._ingest.flush(tenant, everywhere=True)
         removed = await self._store.delete_scope(tenant, user, session)
         await self.compact(tenant)
         return removed
@@ -323,7 +338,7 @@ class MemoryService:
         useful, not_useful = evidence(feedback)
         if user is not None:
             self._outcomes.record(tenant, user, question, ids, feedback)
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         return await self._store.touch(tenant, list(ids), useful=useful, not_useful=not_useful)
 
     async def summary_input(
@@ -351,7 +366,7 @@ class MemoryService:
 
     @property
     def ingest_backlog(self) -> int:
-        """Acknowledged memories (in the write-ahead log) the store has not applied yet."""
+        """Acknowledged memories (in the write-ahead log or the stream) not applied yet."""
         return self._ingest.backlog
 
     # -- export and import -------------------------------------------------------------
@@ -359,7 +374,7 @@ class MemoryService:
         self, tenant: str, *, user: str | None = None, include_vectors: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
         """JSON-able records (one per memory, superseded ones included) for JSONL export."""
-        await self._ingest.flush()
+        await self._ingest.flush(tenant)
         scope = ScopeFilter(user, include_inactive=True)
         async for memory, vector in self._store.export(tenant, scope):
             record = memory.model_dump(mode="json", exclude={"tenant"})
@@ -382,7 +397,7 @@ class MemoryService:
                 count += await self._submit_restores(tenant, batch)
                 batch = []
         count += await self._submit_restores(tenant, batch)
-        await self._ingest.flush()  # an import is done when it is searchable
+        await self._ingest.flush(tenant)  # an import is done when it is searchable
         return count
 
     def _restore(

@@ -17,10 +17,12 @@ from httpx_aiohttp import AiohttpTransport
 from config import Settings
 from memory.embedder import Embedder, load_embedder
 from memory.service import MemoryService
+from memory.stream_ingest import StreamConfig
 from proxy.auth import AdminGuard, Authenticator
 from proxy.capture import CaptureQueue
 from proxy.errors import install_error_handlers
 from proxy.feedback import CalibrationBook
+from proxy.ingest_stream import RedisIngestStream
 from proxy.injection import MemoryInjector
 from proxy.keys import TenantRegistry, registry_uri
 from proxy.memory_feed import SharedPeerFeed
@@ -35,7 +37,7 @@ from proxy.routes import memories as memories_routes
 from proxy.routes import receipts as receipts_routes
 from proxy.routing import ModelRouter
 from proxy.services import Services
-from proxy.shared_state import SharedState, open_shared_state
+from proxy.shared_state import RedisState, SharedState, open_shared_state
 from proxy.upstream import LiteLLMUpstream, OpenAIUpstream
 
 logger = logging.getLogger("memshadow")
@@ -107,12 +109,14 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
 
 
 async def open_memories(
-    settings: Settings, embedder: Embedder | None, shared: SharedState
+    settings: Settings, embedder: Embedder | None, shared: SharedState, metrics: Metrics
 ) -> MemoryService | None:
     """The memory engine, or None (plain proxy, logged) when it is off or cannot start.
 
     With Redis the tables may be shared by replicas: their changes are announced to each
-    other (see memory.peers). The write-ahead log stays under this host's data directory.
+    other (see memory.peers), stores are acknowledged in the shared ingestion stream and
+    applied by one writer per tenant (see memory.stream_ingest). The write-ahead log stays
+    under this host's data directory, the fallback while Redis is unreachable.
     """
     if not settings.memory.enabled:
         return None
@@ -128,14 +132,29 @@ async def open_memories(
             if settings.store_uri
             else None,
             peers=SharedPeerFeed(shared) if settings.redis_url else None,
+            stream=_stream_config(settings, shared, metrics),
             refresh_s=settings.store_refresh_s,
             max_content_chars=settings.memory.max_content_chars,
         )
         await service.start()
+        metrics.ingest_writer_tenants.set_function(lambda: service.writing)
     except (OSError, RuntimeError, ValueError) as error:
         logger.error("memory engine unavailable, serving as a plain proxy: %s", error)
         return None
     return service
+
+
+def _stream_config(
+    settings: Settings, shared: SharedState, metrics: Metrics
+) -> StreamConfig | None:
+    if not isinstance(shared, RedisState):
+        return None  # one process: its own write-ahead log is the durable queue
+    return StreamConfig(
+        RedisIngestStream(shared),
+        lease_ttl_s=settings.ingest_lease_ttl_s,
+        wait_s=settings.ingest_wait_s,
+        on_fallback=metrics.ingest_fallback.inc,
+    )
 
 
 def _injector(
@@ -183,7 +202,7 @@ def create_app(
             client = http_client or build_http_client(settings)
             if http_client is None:
                 stack.push_async_callback(client.aclose)
-            engine = memories or await open_memories(settings, embedder, shared)
+            engine = memories or await open_memories(settings, embedder, shared, metrics)
             if engine is not None and memories is None:
                 stack.push_async_callback(engine.aclose)
             limiter = RateLimiter(shared)

@@ -10,7 +10,8 @@
     ├── UpstreamError (the upstream's own status, passed through)
     ├── UpstreamUnavailable (502)
     ├── UpstreamTimeout (504)
-    └── SharedStateUnavailable (503)
+    ├── SharedStateUnavailable (503)
+    └── MemoryWritesPending (503, acknowledged stores not applied within the wait)
 
 Every response the proxy produces on failure is
 ``{"error": {"message", "type", "param", "code"}}`` with the matching HTTP status, so the
@@ -29,6 +30,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from memory.stream import IngestBehind
 
 logger = logging.getLogger("memshadow.errors")
 
@@ -134,6 +137,15 @@ class SharedStateUnavailable(ProxyError):
     code = "shared_state_unavailable"
 
 
+class MemoryWritesPending(ProxyError):
+    """Memories acknowledged earlier are not in the store yet (their writer is failing
+    over); a read that must see them answers this rather than miss them."""
+
+    status_code = 503
+    type = "server_error"
+    code = "memory_writes_pending"
+
+
 def error_response(error: ProxyError, headers: dict[str, str] | None = None) -> Response:
     merged = {**error.headers, **(headers or {})}
     return Response(
@@ -183,6 +195,9 @@ def install_error_handlers(app: FastAPI) -> None:
             error.type, error.code = "invalid_request_error", "method_not_allowed"
         return error_response(error, headers=dict(exc.headers or {}))
 
+    async def on_ingest_behind(request: Request, exc: Exception) -> Response:
+        return error_response(MemoryWritesPending(str(exc), headers={"retry-after": "1"}))
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(ProxyError("internal error in the proxy", code="internal_error"))
@@ -190,4 +205,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProxyError, on_proxy_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(IngestBehind, on_ingest_behind)
     app.add_exception_handler(Exception, on_unexpected)

@@ -78,3 +78,14 @@ class Metrics:
             ["op"],
             registry=self.registry,
         )
+        self.ingest_fallback = Counter(
+            "memshadow_ingest_fallback",
+            "Memories acknowledged in this replica's write-ahead log because the shared"
+            " ingestion stream (Redis) was unavailable.",
+            registry=self.registry,
+        )
+        self.ingest_writer_tenants = Gauge(
+            "memshadow_ingest_writer_tenants",
+            "Tenants whose shared ingestion stream this replica applies (holds the lease of).",
+            registry=self.registry,
+        )

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from redis import Redis as BlockingRedis
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -118,6 +119,21 @@ class RedisState:
 
     def _key(self, key: str) -> str:
         return self._namespace + key
+
+    # -- for modules that speak Redis themselves (the ingestion stream) ---------------------
+    def namespaced(self, key: str) -> str:
+        """The full Redis key of a relative one."""
+        return self._key(key)
+
+    def script(self, source: str) -> AsyncScript:
+        """A Lua script, to call with ``client=`` inside :meth:`execute`."""
+        return self._client.register_script(source)
+
+    async def execute(self, op: str, command: Callable[[Redis], Awaitable[T]]) -> T:
+        """Run ``command`` on the client under this state's breaker: it fails fast while
+        Redis is failing, and its failure is counted, logged once and raised as
+        :class:`proxy.errors.SharedStateUnavailable` like any command here."""
+        return await self._run(op, lambda: command(self._client))
 
     # -- hashes and values -------------------------------------------------------------
     async def _pipeline(self, op: str, build: Callable[[Any], None]) -> list[Any]:

@@ -192,6 +192,20 @@ async def test_import_reembeds_when_model_differs(make_service, tmp_path) -> Non
         await svc.aclose()
 
 
+async def test_an_id_written_twice_in_one_batch_is_one_row_the_last(service) -> None:
+    """An import that repeats an id (or two imports of one export, applied in one batch):
+    Lance would insert both rows, and every later write of the id would then fail."""
+    record = {
+        "id": "abc", "user": "alice", "tier": "long_term", "source": "import",
+        "content": "Alice likes tea.", "tokens": 4, "content_hash": "h",
+        "created_at": "2020-01-01T00:00:00Z", "last_used_at": "2020-01-01T00:00:00Z",
+    }  # fmt: skip
+    await service.import_("acme", [record, {**record, "content": "Alice likes coffee."}])
+    assert [r["content"] async for r in service.export("acme")] == ["Alice likes coffee."]
+    await service.import_("acme", [record, {**record, "content": "Alice likes cocoa."}])
+    assert [r["content"] async for r in service.export("acme")] == ["Alice likes cocoa."]
+
+
 async def test_tenant_and_user_isolation_with_crafted_strings(service) -> None:
     crafted = "x' OR '1'='1"
     secret = (await service.store(scope("alice"), [{"content": "alice secret plan"}]))[0]
