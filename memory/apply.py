@@ -89,7 +89,10 @@ class BatchApplier:
 
     def __init__(self, store: MemoryStore, embedder: Embedder, *, near_duplicate: float) -> None:
         self._store = store
-        # Memories are embedded once: through the query cache they would only evict queries.
+        # Memories are embedded past the query cache (they would only evict queries), but
+        # take what it already holds: a captured user turn was embedded, as that very text,
+        # by the recall of its own request (memory.conversation.query_embedding_text).
+        self._cache = embedder if isinstance(embedder, CachedEmbedder) else None
         self._embedder = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
         self._near_duplicate = near_duplicate
 
@@ -197,6 +200,12 @@ class BatchApplier:
         for i, write in enumerate(batch):
             if write.vector is not None:
                 out[i] = write.vector
+        cached = self._cache.cached([batch[i].memory.content for i in todo]) if self._cache else {}
+        for i in todo:
+            vector = cached.get(batch[i].memory.content)
+            if vector is not None:
+                out[i] = vector
+        todo = [i for i in todo if batch[i].memory.content not in cached]
         if todo:
             texts = [batch[i].memory.content for i in todo]
             out[todo] = await asyncio.to_thread(self._embedder.embed_batch, texts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 import respx
 
 from config import ModelRoute, Settings
+from memory.embedder import CachedEmbedder
 from memory.model import RecallResult, Scope
 from memory.service import MemoryService
 from proxy.keys import TenantRegistry
@@ -457,3 +458,36 @@ async def test_recall_limit_shrinks_when_recalls_miss_their_deadline_and_grows_b
         metrics = (await http.get("/metrics")).text
         assert _metric(metrics, "memshadow_recall_concurrency_limit") == 3
     await memories.aclose()
+
+
+class RecordingEmbedder(FakeEmbedder):
+    """The fake embedder, noting every text the model is run on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed_batch(self, texts: Sequence[str]) -> Any:
+        self.texts.extend(texts)
+        return super().embed_batch(texts)
+
+
+async def test_capturing_a_turn_reuses_its_recall_embedding(
+    settings: Settings, registry: TenantRegistry, tenant_key: str
+) -> None:
+    model = RecordingEmbedder()
+    app = build_app(settings, registry=registry, embedder=CachedEmbedder(model))
+    question = "Which greyhound rescue did I adopt Biscuit from last spring?"
+    async with in_process(app, tenant_key) as client:
+        # Something to recall from: a scope with no memories is not searched at all.
+        await client.post("/v1/memories", json={"user": "alice", "content": FACT})
+        await eventually(lambda: _remembers(client, "alice", "Biscuit"))
+        await client.post(
+            CHAT,
+            json={"model": "m", "messages": _conversation(question)},
+            headers={"x-memory-user": "alice"},
+        )
+        await eventually(lambda: _remembers(client, "alice", "Hello there"))
+    captured = f"User: {question}"
+    assert model.texts.count(captured) == 1  # by the recall, and only then
+    assert "Assistant: Hello there" in model.texts  # the answer had to be embedded
