@@ -39,7 +39,7 @@ from policies.signals import (
 from proxy.errors import SharedStateUnavailable
 from proxy.feedback import CalibrationBook
 from proxy.metrics import Metrics
-from proxy.receipts import Receipt, ReceiptStore
+from proxy.receipts import Receipt, ReceiptStore, credit_once
 from proxy.shared_state import SharedState
 from proxy.streaming import StreamObserver
 
@@ -237,19 +237,11 @@ class CaptureQueue:
         """Apply an implicit outcome once per completion and kind (usefulness + calibration)."""
         names = {f"signal:{kind}:{i}": i for i in ids}
         try:
-            won = await self._receipts.claim(receipt, dict.fromkeys(names, "1"))
+            fresh = await credit_once(self._receipts, self._memories, receipt, names, weight, "1")
         except SharedStateUnavailable:
             return  # the outcome is lost; it could not be told apart from a repeat
-        fresh = [names[name] for name in won]
         if not fresh:
             return
-        try:
-            await self._memories.record_usefulness(
-                receipt.tenant, fresh, weight, user=receipt.user, question=receipt.question
-            )
-        except BaseException:
-            await self._receipts.release(receipt, won)
-            raise
         if receipt.raw_confidence is not None:
             await self._calibration.record(
                 receipt.tenant, receipt.raw_confidence, weight > 0, abs(weight)

@@ -15,12 +15,15 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from proxy.errors import SharedStateUnavailable
 from proxy.shared_state import SharedState
+
+if TYPE_CHECKING:
+    from memory.service import MemoryService
 
 logger = logging.getLogger("memshadow.receipts")
 _RECEIPT_FIELD = "receipt"
@@ -170,3 +173,28 @@ class ReceiptStore:
 
 def credit_name(memory_id: str) -> str:
     return _CREDIT + memory_id
+
+
+async def credit_once(
+    receipts: ReceiptStore,
+    memories: MemoryService,
+    receipt: Receipt,
+    names: Mapping[str, str],
+    value: float,
+    mark: str,
+) -> list[str]:
+    """Credit ``value`` to the memories whose outcome (``names``: outcome name → memory id)
+    this call is the first to claim, through any replica; the ids it credited. A claim is
+    given back when crediting fails, so a retry can still count."""
+    won = await receipts.claim(receipt, dict.fromkeys(names, mark))
+    fresh = [names[name] for name in won]
+    if not fresh:
+        return fresh
+    try:
+        await memories.record_usefulness(
+            receipt.tenant, fresh, value, user=receipt.user, question=receipt.question
+        )
+    except BaseException:
+        await receipts.release(receipt, won)
+        raise
+    return fresh

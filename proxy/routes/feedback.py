@@ -12,9 +12,8 @@ from policies.calibration import reliability
 from policies.decision import PolicyInputError, tenant_policy
 from proxy.body import json_body
 from proxy.errors import InvalidRequest, NotFound
-from proxy.receipts import Receipt, credit_name
+from proxy.receipts import credit_name, credit_once
 from proxy.routes.memories import Context, MemoryUnavailable
-from proxy.services import Services
 
 router = APIRouter()
 events = logging.getLogger("memshadow.events")
@@ -40,24 +39,6 @@ class FeedbackBody(BaseModel):
         return (1.0 if self.useful else -1.0) if self.useful is not None else float(self.score or 0)
 
 
-async def _credit(services: Services, receipt: Receipt, ids: list[str], value: float) -> list[str]:
-    """Credit the memories not credited yet for this completion, through whichever replica:
-    each is claimed first, and given back if crediting it fails."""
-    names = {credit_name(i): i for i in ids}
-    won = await services.receipts.claim(receipt, dict.fromkeys(names, repr(value)))
-    fresh = [names[name] for name in won]
-    if not fresh or services.memories is None:
-        return fresh
-    try:
-        await services.memories.record_usefulness(
-            receipt.tenant, fresh, value, user=receipt.user, question=receipt.question
-        )
-    except BaseException:
-        await services.receipts.release(receipt, won)
-        raise
-    return fresh
-
-
 @router.post("/v1/feedback")
 async def feedback(
     context: Context, body: Annotated[FeedbackBody, Depends(json_body(FeedbackBody))]
@@ -79,7 +60,10 @@ async def feedback(
         )
     if services.memories is None:
         raise MemoryUnavailable("The memory engine is not available on this server.")
-    fresh = await _credit(services, receipt, list(dict.fromkeys(wanted)), body.value)
+    names = {credit_name(i): i for i in dict.fromkeys(wanted)}
+    fresh = await credit_once(
+        services.receipts, services.memories, receipt, names, body.value, repr(body.value)
+    )
     raw = receipt.raw_confidence
     if (
         raw is not None
