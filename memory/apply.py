@@ -3,9 +3,10 @@
 Per batch: embed (one ``embed_batch`` call) → near-duplicate check against the user's live
 memories (cosine ≥ ``near_duplicate``: the new row is kept, marked superseded by the
 survivor, which is reinforced; the acknowledged id stays resolvable) → supersession →
-upsert. Exact duplicates are near-duplicates at similarity 1: two stores of one text that
-no replica saw as duplicates when it acknowledged them (two replicas, or one batch) end as
-one live memory, reinforced.
+upsert. Exact duplicates are near-duplicates at similarity 1. Earlier live memories of
+the same batch count as survivors too: two stores of one text, or of near-duplicate texts,
+that no replica saw as duplicates when it acknowledged them (two replicas, or one batch)
+end as one live memory, reinforced.
 
 Supersession (:mod:`policies.supersession`): a live memory stating a profile fact ("I moved
 to Porto") supersedes the user's strictly older live memories stating another value for the
@@ -123,12 +124,20 @@ class BatchApplier:
             tenant, user, vectors[fresh], [memories[i].content_hash for i in fresh]
         )
         reinforce: list[str] = []
-        first_of_hash: dict[str, Memory] = {}
-        for i, (survivor, similarity) in zip(fresh, survivors, strict=True):
-            # Two stores of one text racing into the same batch: the first one wins.
-            twin = first_of_hash.setdefault(memories[i].content_hash, memories[i])
-            if twin is not memories[i] and twin.id != memories[i].id:
-                survivor, similarity = twin, 1.0
+        # Stores that race into one batch were never seen by each other when acknowledged:
+        # an earlier live memory of the batch is as much a survivor as a stored one, unless
+        # both are chunks of one document (its parts are alike, and all were asked for).
+        similar = vectors[fresh] @ vectors[fresh].T
+        live = np.ones(len(fresh), dtype=bool)
+        documents = [_document(memories[i]) for i in fresh]
+        same_document = np.array(
+            [[d is not None and d == e for e in documents] for d in documents], dtype=bool
+        ).reshape(len(fresh), len(fresh))
+        for k, (i, (survivor, similarity)) in enumerate(zip(fresh, survivors, strict=True)):
+            earlier = np.where(live[:k] & ~same_document[k, :k], similar[k, :k], -np.inf)
+            best = int(np.argmax(earlier)) if k else 0
+            if k and float(earlier[best]) > similarity:
+                survivor, similarity = memories[fresh[best]], float(earlier[best])
             if (
                 survivor is not None
                 and survivor.id != memories[i].id
@@ -137,6 +146,7 @@ class BatchApplier:
             ):
                 memories[i] = memories[i].model_copy(update={"superseded_by": survivor.id})
                 reinforce.append(survivor.id)
+                live[k] = False
         outcome = await self._supersessions(tenant, user, memories)
         in_batch = {m.id: i for i, m in enumerate(memories)}
         for old, change in outcome.items():
@@ -225,6 +235,12 @@ def _claims(memories: Sequence[Memory]) -> list[Claim]:
         if fact is not None:
             out.append(Claim(memory.id, fact, memory.created_at))
     return out
+
+
+def _document(memory: Memory) -> str | None:
+    """The document a chunk was cut from (``memory.service`` marks chunks), else None."""
+    chunk = memory.metadata.get("chunk")
+    return str(chunk["group"]) if isinstance(chunk, dict) and "group" in chunk else None
 
 
 def _contradict(a: Memory, b: Memory) -> bool:

@@ -40,10 +40,12 @@ class FakeEmbedder:
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in _WORD.findall(text.lower()):
-                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-                bucket = int.from_bytes(digest[:4], "little") % self._dimension
-                sign = 1.0 if digest[4] & 1 else -1.0
-                out[row, bucket] += sign
+                # Two signed buckets per word: with one, two words colliding in 64 buckets
+                # (likely among 40 numbers) made different texts identical vectors.
+                digest = hashlib.blake2b(word.encode(), digest_size=10).digest()
+                for part in (digest[:5], digest[5:]):
+                    bucket = int.from_bytes(part[:4], "little") % self._dimension
+                    out[row, bucket] += 1.0 if part[4] & 1 else -1.0
             norm = float(np.linalg.norm(out[row]))
             if norm > 0:
                 out[row] /= norm

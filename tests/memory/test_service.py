@@ -80,6 +80,16 @@ async def test_near_duplicate_is_superseded_by_the_original(service) -> None:
     assert [i.memory.id for i in result.items] == [first.id]
 
 
+async def test_near_duplicates_applied_in_one_batch_end_as_one_live_memory(service) -> None:
+    # Neither was stored when the other was acknowledged: the batch itself must catch them.
+    texts = ["My car is a red Volvo", "Alice plays the cello.", "my car is a red volvo!"]
+    first, cello, near = await service.store(scope(), [{"content": t} for t in texts])
+    items, _ = await service.list_memories("acme", user="alice")
+    assert sorted(m.id for m in items) == sorted([first.id, cello.id])
+    assert (await service.get("acme", near.id)).superseded_by == first.id  # type: ignore[union-attr]
+    assert next(m for m in items if m.id == first.id).reinforced == 1
+
+
 async def test_long_content_is_chunked(service) -> None:
     text = " ".join(f"Chapter {i} describes the voyage to island {i}." for i in range(200))
     stored = await service.store(scope(), [{"content": text}])
@@ -135,7 +145,11 @@ async def test_update_reembeds_content(service) -> None:
     result = await service.search(scope(), "rooftop terrace", k=1)
     assert result.items[0].memory.id == m.id
     assert result.items[0].memory.content.startswith("the meeting moved")
-    assert result.items[0].vector > 0.5
+    emb = FakeEmbedder(64)
+    [content, query] = emb.embed_batch(
+        ["the meeting moved to the rooftop terrace", "rooftop terrace"]
+    )
+    assert result.items[0].vector == pytest.approx(float(content @ query), abs=1e-5)  # re-embedded
     assert await service.update("acme", m.id, user="mallory", content="x") is None
 
 
