@@ -39,6 +39,8 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from memory.terms import term_set
+
 __all__ = ["Attribution", "attribution", "speaker"]
 
 Floats = npt.NDArray[np.float64]
@@ -53,10 +55,7 @@ _CAPITALISED = re.compile(r"\b[A-Z][^\W_]*")
 
 
 def _terms(text: str) -> frozenset[str]:
-    # memory.index imports memory.retrieval, which imports this module: tokenise at call time.
-    from memory.index import terms
-
-    return frozenset(terms(text.replace("’", "'")))
+    return term_set(text.replace("’", "'"))
 
 
 @lru_cache(maxsize=16_384)

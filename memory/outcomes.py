@@ -21,6 +21,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from memory.terms import term_set
 from memory.usefulness import evidence, rejected_for_question
 
 __all__ = ["QuestionOutcomes", "question_key"]
@@ -31,9 +32,7 @@ DEFAULT_CAPACITY = 20_000
 
 def question_key(query: str) -> str:
     """The key of a recall query: its terms, as a set, hashed ("" for a query without terms)."""
-    from memory.index import terms  # memory.index imports memory.retrieval, which imports us
-
-    words = sorted(set(terms(query)))
+    words = sorted(term_set(query))
     if not words:
         return ""
     return hashlib.blake2b("\0".join(words).encode(), digest_size=12).hexdigest()

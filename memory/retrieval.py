@@ -31,7 +31,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +38,7 @@ import numpy.typing as npt
 from memory.attribution import attribution
 from memory.model import Recalled, RecallResult
 from memory.store import Candidates
+from memory.terms import term_set
 from memory.usefulness import UsefulnessPrior, posterior_mean, prior_weight
 from policies.confidence import ConfidenceFeatures, confidence, speculative
 from policies.retention import DEFAULT_RETENTION, RetentionPolicy, decay
@@ -204,16 +204,6 @@ def confidence_features(
     )
 
 
-# Tokenising the pool is most of the cost of the features (~1 ms for 50 candidates); the same
-# memories come back query after query, so their terms are remembered (bounded, pure).
-@lru_cache(maxsize=16_384)
-def _terms_of(text: str) -> frozenset[str]:
-    # memory.index imports this module (time_windows): import its tokenizer at call time.
-    from memory.index import terms
-
-    return frozenset(terms(text))
-
-
 def _coverage(query: str, candidates: Candidates, top: int) -> float:
     """IDF-weighted share of the query's terms in the best candidate; 1.0 without a query.
 
@@ -223,10 +213,10 @@ def _coverage(query: str, candidates: Candidates, top: int) -> float:
     best candidate made the coverage a worse predictor (``bench/confidence_fit.py``). A query
     none of whose words any candidate holds covers nothing (0.0).
     """
-    wanted = _terms_of(query)
+    wanted = term_set(query)
     if not wanted:
         return 1.0
-    pool = [_terms_of(m.content) for m in candidates.memories]
+    pool = [term_set(m.content) for m in candidates.memories]
     frequency = {t: sum(t in d for d in pool) for t in wanted}
     weight = {t: float(np.log1p(len(pool) / (1 + f))) for t, f in frequency.items() if f}
     total = sum(weight.values())

@@ -4,9 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from memory.index import ScopeIndex, terms
+from memory.index import ScopeIndex
 from memory.model import Memory, Source, Tier, content_hash
 from memory.retrieval import rank
+from memory.terms import terms
 from memory.usefulness import UsefulnessPrior, evidence, posterior_mean
 from tests.fakes import FakeEmbedder
 
