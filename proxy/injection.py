@@ -3,10 +3,12 @@
 This is glue: every decision is a pure function in ``policies/``, every rendering one in
 ``formatters/``, recall lives in ``memory/``. What this module adds is the fail-open rule:
 recall runs under the policy's deadline, and any failure on the memory side forwards the
-request untouched with ``X-Memory-Status: degraded``, a metric and one log line. That
-includes the shared state being down (reason ``shared_state``): this replica could then
-neither keep the receipt that feedback needs nor promise that a memory forgotten through
-another replica is not injected. Nothing here waits for the shared state before forwarding.
+request untouched with ``X-Memory-Status: degraded``, a metric and a log line (one per
+tenant and reason per 10 s: an overload sheds memory from hundreds of requests a second).
+That includes the shared state being down (reason ``shared_state``): this replica could
+then neither keep the receipt that feedback needs nor promise that a memory forgotten
+through another replica is not injected. Nothing here waits for the shared state before
+forwarding.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from proxy.admission import RecallAdmission
 from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, TurnJob, last_user_turn
 from proxy.errors import InvalidRequest
 from proxy.feedback import CalibrationBook
+from proxy.log_throttle import LogThrottle
 from proxy.metrics import Metrics
 from proxy.model_info import context_window
 from proxy.pipeline import ChatContext, Injection
@@ -45,6 +48,8 @@ events = logging.getLogger("memshadow.events")
 _TOKENS_PER_MESSAGE = 4
 # A note's date and bullet cost a few tokens on top of its content.
 _TOKENS_PER_NOTE = 8
+# One "memory degraded" warning per tenant and reason per this many seconds.
+_DEGRADED_LOG_INTERVAL_S = 10.0
 
 
 def prompt_tokens(messages: Sequence[dict[str, Any]], count: TokenCounter) -> int:
@@ -101,6 +106,7 @@ class MemoryInjector:
         self._metrics = metrics
         self._shared = shared
         self._admission = RecallAdmission(max_inflight)
+        self._log_throttle = LogThrottle(_DEGRADED_LOG_INTERVAL_S)
         metrics.recall_limit.set(self._admission.limit)  # not 0 until the first recall ends
         self._policy = policy
         self._windows = windows
@@ -163,12 +169,19 @@ class MemoryInjector:
         self, scope: Scope, decision: Decision, receipt: Receipt, reason: str, seconds: float
     ) -> Injection:
         elapsed = seconds * 1000
-        if reason != "shared_state":  # that outage is logged once, where it is noticed
+        # The shared-state outage is logged once, where it is noticed; the rest once per
+        # tenant and reason per interval (see proxy.log_throttle), the metric counts them all.
+        if (
+            reason != "shared_state"
+            and (held := self._log_throttle.admit((scope.tenant, reason), time.monotonic()))
+            is not None
+        ):
             logger.warning(
-                "memory degraded for tenant %s (%s after %.1f ms): forwarding unmodified",
+                "memory degraded for tenant %s (%s after %.1f ms): forwarding unmodified%s",
                 scope.tenant,
                 reason,
                 elapsed,
+                f" ({held} more since the last such line)" if held else "",
             )
         self._metrics.memory_degraded.labels(reason).inc()
         receipt.status = "degraded"

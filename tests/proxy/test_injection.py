@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from memory.embedder import CachedEmbedder
 from memory.model import RecallResult, Scope
 from memory.service import MemoryService
 from proxy.keys import TenantRegistry
+from proxy.log_throttle import LogThrottle
 from tests.conftest import LoopbackServer, build_app, in_process
 from tests.fakes import FakeEmbedder, FakeUpstream, completion, sse_response
 from tests.proxy.test_memories_api import eventually
@@ -265,6 +267,39 @@ async def test_memory_failures_degrade_to_a_plain_proxy(
     assert response.headers["x-memory-status"] == "degraded"
     assert upstream.requests[-1].content == raw  # forwarded unmodified
     assert "memshadow_memory_degraded_total" in metrics
+
+
+async def test_a_flood_of_degraded_requests_logs_one_warning_and_counts_them_all(
+    settings: Settings,
+    registry: TenantRegistry,
+    tenant_key: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    memories = BrokenMemories(tmp_path / "mem", FakeEmbedder())
+    await memories.start()
+    app = build_app(settings, registry=registry, memories=memories)
+    raw = json.dumps({"model": "m", "messages": _conversation("hello again")}).encode()
+    with caplog.at_level(logging.WARNING, logger="memshadow.injection"):
+        async with in_process(app, tenant_key) as http:
+            statuses = [(await http.post(CHAT, content=raw)).headers["x-memory-status"]
+                        for _ in range(5)]  # fmt: skip
+            metrics = (await http.get("/metrics")).text
+    await memories.aclose()
+    assert statuses == ["degraded"] * 5
+    assert _metric(metrics, 'memshadow_memory_degraded_total{reason="OSError"}') == 5
+    warnings = [r.getMessage() for r in caplog.records if "memory degraded" in r.getMessage()]
+    assert len(warnings) == 1 and "forwarding unmodified" in warnings[0]
+
+
+def test_the_log_throttle_says_how_many_lines_it_held_back() -> None:
+    throttle = LogThrottle(interval_s=10)
+    assert throttle.admit(("acme", "deadline"), now=100.0) == 0
+    assert throttle.admit(("acme", "deadline"), now=101.0) is None
+    assert throttle.admit(("acme", "overload"), now=101.0) == 0  # another kind: its own line
+    assert throttle.admit(("acme", "deadline"), now=105.0) is None
+    assert throttle.admit(("acme", "deadline"), now=110.5) == 2
+    assert throttle.admit(("acme", "deadline"), now=121.0) == 0
 
 
 ANTHROPIC_REPLY = {
