@@ -128,6 +128,8 @@ class BatchApplier:
         # an earlier live memory of the batch is as much a survivor as a stored one, unless
         # both are chunks of one document (its parts are alike, and all were asked for).
         similar = vectors[fresh] @ vectors[fresh].T
+        hashes = np.array([memories[i].content_hash for i in fresh], dtype=object)
+        similar[hashes[:, None] == hashes[None, :]] = 1.0  # exact, not 0.9999999
         live = np.ones(len(fresh), dtype=bool)
         documents = [_document(memories[i]) for i in fresh]
         same_document = np.array(
