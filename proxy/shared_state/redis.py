@@ -5,6 +5,7 @@ timeout with no client-side retries, and after a failure commands fail fast (as
 :class:`proxy.errors.SharedStateUnavailable`) for ``retry_s`` instead of each waiting for
 a timeout of its own. The outage is logged once, counted, and shown on the gauge
 ``memshadow_shared_state_up``; it ends when a command or the subscription gets through.
+A lost connection drops the pool's idle connections with it (they died with the server).
 Broadcasts ride one pattern subscription (``<namespace>*``) on a task that reconnects
 every ``retry_s``; after a reconnection every subscriber is told of the gap.
 """
@@ -24,6 +25,7 @@ from redis import Redis as BlockingRedis
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -110,6 +112,11 @@ class RedisState:
             self._failing_until = time.monotonic() + self._retry_s
             self._metrics.shared_state_errors.labels(op).inc()
             self._set_up(False, error)
+            if isinstance(error, RedisConnectionError | OSError):
+                # The server went away: every idle pooled connection is dead too. Without
+                # this each one failed its next command in turn, and after a restart the
+                # replica flapped for as many breaker periods as it had pooled connections.
+                await self._client.connection_pool.disconnect(inuse_connections=False)
             raise SharedStateUnavailable(
                 "Shared state (Redis) is unavailable; retry shortly."
             ) from error

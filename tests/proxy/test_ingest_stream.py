@@ -115,7 +115,13 @@ async def fleet(
         clients = {}
         for name, url in urls.items():
             settings = replica_settings(tmp_path, name, url).model_copy(
-                update={"ingest_lease_ttl_s": lease_ttl_s, "ingest_wait_s": wait_s}
+                # A stopped redis-server refuses at once; a loaded test machine may answer a
+                # live one slower than the default 0.5 s, which would read as an outage.
+                update={
+                    "ingest_lease_ttl_s": lease_ttl_s,
+                    "ingest_wait_s": wait_s,
+                    "redis_timeout_s": 5.0,
+                }
             )
             embedder = (embedders or {}).get(name) or FakeEmbedder()
             app = build_app(settings, embedder=embedder)
@@ -334,7 +340,8 @@ async def test_redis_down_stores_fall_back_to_the_local_log_then_return_to_the_s
         for memory_id in down:  # acknowledged in A's write-ahead log, applied by A
             await eventually(lambda m=memory_id: _found(a, "museum", m))
         assert await _metric(a, "memshadow_ingest_fallback_total", 3.0)
-        assert WriteAheadLog(tmp_path / "a" / "memory" / "wal").applied() == 3
+        wal = WriteAheadLog(tmp_path / "a" / "memory" / "wal")
+        await eventually(lambda: asyncio.to_thread(lambda: wal.applied() == 3))  # marked after
         outages = [r for r in caplog.records if "ingestion stream unavailable" in r.getMessage()]
         assert len(outages) == 1
 
@@ -342,7 +349,7 @@ async def test_redis_down_stores_fall_back_to_the_local_log_then_return_to_the_s
         for client in replicas.values():
             await eventually(lambda c=client: _metric(c, "memshadow_shared_state_up", 1.0), 10)
         after = await _store(a, "Ann drinks green tea every morning.")
-        await eventually(lambda: _found(b, "green tea", after), seconds=5)
+        await eventually(lambda: _found(b, "green tea", after))
         assert await _metric(a, "memshadow_ingest_fallback_total", 3.0)  # through the stream
         assert _holder(redis_server) is not None
         assert any("stream is back" in r.getMessage() for r in caplog.records)
