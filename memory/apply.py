@@ -120,26 +120,24 @@ class BatchApplier:
     ) -> _Group:
         memories = [w.memory for w in writes]
         fresh = [i for i, w in enumerate(writes) if not w.restore]
-        survivors = await self._store.nearest(
-            tenant, user, vectors[fresh], [memories[i].content_hash for i in fresh]
-        )
+        hashes = np.array([memories[i].content_hash for i in fresh], dtype=object)
+        survivors = await self._store.nearest(tenant, user, vectors[fresh], list(hashes))
         reinforce: list[str] = []
         # Stores that race into one batch were never seen by each other when acknowledged:
         # an earlier live memory of the batch is as much a survivor as a stored one, unless
         # both are chunks of one document (its parts are alike, and all were asked for).
         similar = vectors[fresh] @ vectors[fresh].T
-        hashes = np.array([memories[i].content_hash for i in fresh], dtype=object)
         similar[hashes[:, None] == hashes[None, :]] = 1.0  # exact, not 0.9999999
+        documents = np.array([_document(memories[i]) for i in fresh], dtype=object)
+        chunked = np.array([d is not None for d in documents], dtype=bool)
+        same_document = (documents[:, None] == documents[None, :]) & chunked
         live = np.ones(len(fresh), dtype=bool)
-        documents = [_document(memories[i]) for i in fresh]
-        same_document = np.array(
-            [[d is not None and d == e for e in documents] for d in documents], dtype=bool
-        ).reshape(len(fresh), len(fresh))
         for k, (i, (survivor, similarity)) in enumerate(zip(fresh, survivors, strict=True)):
-            earlier = np.where(live[:k] & ~same_document[k, :k], similar[k, :k], -np.inf)
-            best = int(np.argmax(earlier)) if k else 0
-            if k and float(earlier[best]) > similarity:
-                survivor, similarity = memories[fresh[best]], float(earlier[best])
+            if k:
+                earlier = np.where(live[:k] & ~same_document[k, :k], similar[k, :k], -np.inf)
+                best = int(np.argmax(earlier))
+                if earlier[best] > similarity:
+                    survivor, similarity = memories[fresh[best]], float(earlier[best])
             if (
                 survivor is not None
                 and survivor.id != memories[i].id
