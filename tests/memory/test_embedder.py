@@ -110,6 +110,26 @@ def test_batch_order_and_padding_do_not_change_vectors(embedder: Embedder) -> No
     np.testing.assert_allclose(batch, singles, atol=1e-5)
 
 
+def test_a_query_beside_a_running_batch_gets_the_vector_it_gets_alone(onnx_cache: Path) -> None:
+    """A lone query runs on every core, one beside other work on one thread: same vectors."""
+    onnx = OnnxEmbedder(resolve_model(None), onnx_cache, threads=2)
+    alone = np.vstack([onnx.embed_batch([text]) for text in SENTENCES])
+    stop = threading.Event()
+
+    def keep_busy() -> None:
+        while not stop.is_set():
+            onnx.embed_batch(SENTENCES * 4)
+
+    busy = threading.Thread(target=keep_busy)
+    busy.start()
+    try:
+        beside = np.vstack([onnx.embed_batch([text]) for text in SENTENCES])
+    finally:
+        stop.set()
+        busy.join()
+    np.testing.assert_allclose(beside, alone, atol=1e-5)
+
+
 def test_export_is_cached_on_disk(onnx_cache: Path, embedder: Embedder) -> None:
     exported = list(onnx_cache.glob("*/model*.onnx"))
     assert {p.name for p in exported} >= {"model.int8.onnx"}
