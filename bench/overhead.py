@@ -84,6 +84,7 @@ class Options:
     profile_path: Path | None
     profile_s: float
     profile_target: str | None
+    profile_concurrency: int | None
     client: str
     memories: list[int]
 
@@ -501,8 +502,9 @@ async def one_round(
 async def profile_memshadow(
     targets: list[Target], pid: int, opts: Options, out: Path
 ) -> Path | None:
-    """Record the MemShadow server with py-spy under concurrency-32 plain load: the named
-    target, else the memory target with the most memories, else any MemShadow target."""
+    """Record the MemShadow server with py-spy under plain load (the highest throughput
+    concurrency unless ``--profile-concurrency``): the named target, else the memory target
+    with the most memories, else any MemShadow target."""
     ours = [t for t in targets if t.name.startswith("memshadow")]
     if opts.profile_target is not None:
         ours = [t for t in ours if t.name == opts.profile_target]
@@ -512,7 +514,7 @@ async def profile_memshadow(
     if target is None or not Path(py_spy).exists():
         print("profile skipped: no memshadow target or no py-spy (pip install py-spy)")
         return None
-    concurrency = max(opts.concurrency)
+    concurrency = opts.profile_concurrency or max(opts.concurrency)
     recorder = subprocess.Popen(
         [
             py_spy,
@@ -643,10 +645,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="after the rounds, py-spy the MemShadow server under "
-        "concurrency-32 plain load; write raw stacks here",
+        help="after the rounds, py-spy the MemShadow server under plain load "
+        "(see --profile-concurrency); write raw stacks here",
     )
     parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--profile-concurrency",
+        type=int,
+        help="concurrency of the profiled load (default: the highest of --concurrency); "
+        "1 shows where one request's latency goes",
+    )
     parser.add_argument(
         "--profile-target",
         help="which target to load while profiling (default: the memory-on target with the "
@@ -693,6 +701,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         profile_path=args.profile,
         profile_s=min(args.profile_seconds, MAX_WINDOW_SECONDS),
         profile_target=args.profile_target,
+        profile_concurrency=args.profile_concurrency,
         client=args.client,
         memories=memories,
     )

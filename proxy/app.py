@@ -20,6 +20,7 @@ from memory.service import MemoryService
 from memory.stream_ingest import StreamConfig
 from proxy.auth import AdminGuard, Authenticator
 from proxy.capture import CaptureQueue
+from proxy.direct import DirectRoutes
 from proxy.errors import install_error_handlers
 from proxy.feedback import CalibrationBook
 from proxy.ingest_stream import RedisIngestStream
@@ -305,5 +306,7 @@ def create_app(
     )
     for module in routers:
         app.include_router(module.router)
+    hot = {("POST", "/v1/chat/completions"): chat.chat_completions}
+    app.add_middleware(DirectRoutes, routes=hot)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -16,8 +16,8 @@
 Every response the proxy produces on failure is
 ``{"error": {"message", "type", "param", "code"}}`` with the matching HTTP status, so the
 openai SDKs raise their usual typed exceptions. Foreign exceptions (FastAPI validation,
-Starlette's HTTP errors, anything unexpected) are converted in :func:`install_error_handlers`
-and nowhere else; an unexpected exception becomes a 500 without a traceback in the body.
+Starlette's HTTP errors, anything unexpected) are converted in :func:`openai_error` and
+nowhere else; an unexpected exception becomes a 500 without a traceback in the body.
 """
 
 from __future__ import annotations
@@ -175,35 +175,30 @@ def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | 
     return (f"{param}: {message}" if param else message), param
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every exception that can escape a route to OpenAI's error shape, once."""
-
-    async def on_proxy_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ProxyError)
+async def openai_error(request: Request, exc: Exception) -> Response:
+    """Any exception that escaped a route, as OpenAI's error JSON: the one mapping, used by
+    FastAPI's handlers and by the routes served directly (:mod:`proxy.direct`)."""
+    if isinstance(exc, ProxyError):
         return error_response(exc)
-
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+    if isinstance(exc, RequestValidationError):
         message, param = _describe_validation_error(exc)
         return error_response(InvalidRequest(message, param=param, code="invalid_value"))
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, StarletteHTTPException):
         error_type = _STATUS_TYPES.get(exc.status_code, ProxyError)
         error = error_type(str(exc.detail), status_code=exc.status_code)
         if exc.status_code == 405:
             error.type, error.code = "invalid_request_error", "method_not_allowed"
         return error_response(error, headers=dict(exc.headers or {}))
-
-    async def on_ingest_behind(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, IngestBehind):
         return error_response(MemoryWritesPending(str(exc), headers={"retry-after": "1"}))
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(ProxyError("internal error in the proxy", code="internal_error"))
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ProxyError("internal error in the proxy", code="internal_error"))
 
-    app.add_exception_handler(ProxyError, on_proxy_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(IngestBehind, on_ingest_behind)
-    app.add_exception_handler(Exception, on_unexpected)
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception that can escape a route to OpenAI's error shape, once."""
+    # Expected failures are named so that Starlette answers them in its exception middleware;
+    # ``Exception`` lands in its server-error middleware, which also logs and re-raises it.
+    expected = (ProxyError, RequestValidationError, StarletteHTTPException, IngestBehind)
+    for handled in (*expected, Exception):
+        app.add_exception_handler(handled, openai_error)

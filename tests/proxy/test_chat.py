@@ -6,7 +6,10 @@ import json
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 
+from tests.conftest import ASGI_BASE
 from tests.fakes import FakeUpstream, completion
 
 pytestmark = pytest.mark.usefixtures("upstream")
@@ -236,3 +239,25 @@ async def test_transport_failures_map_to_502_and_504(
     error = _error(response)
     assert error["code"] == code
     assert "Traceback" not in response.text
+
+
+async def test_the_chat_route_answers_alike_in_front_of_and_through_fastapis_router(
+    app: FastAPI, tenant_key: str, upstream: FakeUpstream
+) -> None:
+    """The hot route is served in front of FastAPI's router (proxy.direct); behind a root
+    path it falls through to the router, which must give the same answer and errors."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"authorization": f"Bearer {tenant_key}", "x-memory-mode": "off"}
+    answers = []
+    async with LifespanManager(app) as manager:
+        for root in ("", "/memshadow"):
+            transport = httpx.ASGITransport(app=manager.app, root_path=root)
+            async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE) as http:
+                ok = await http.post(root + CHAT, json=body, headers=headers)
+                bad = await http.post(root + CHAT, content=b"{", headers=headers)
+                openapi = await http.get(root + "/openapi.json")
+            answers.append((ok.status_code, ok.json(), bad.status_code, _error(bad)["param"]))
+            assert ok.headers["x-request-id"].startswith("req_")
+            assert CHAT in openapi.json()["paths"]
+    assert len(upstream.requests) == 2
+    assert answers[0] == answers[1] == (200, completion("m", "Hello there"), 400, None)
