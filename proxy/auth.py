@@ -71,6 +71,7 @@ class Authenticator:
         self._ttl_s = ttl_s
         self._passthrough = passthrough
         self._cache: OrderedDict[str, tuple[float, Caller | None]] = OrderedDict()
+        self._resolving: dict[str, asyncio.Future[Caller | None]] = {}
         self._shared = shared
         if shared is not None:
             shared.subscribe(KEYS_CHANNEL, lambda message: self.invalidate(), self.invalidate)
@@ -82,7 +83,7 @@ class Authenticator:
         if cached is not None and cached[0] > time.monotonic():
             caller = cached[1]
         else:
-            caller = await self._resolve(token, digest)
+            caller = await self._resolve_once(token, digest)
         if caller is None:
             raise AuthenticationFailed(f"Incorrect API key provided: {_redact(token)}.")
         return caller
@@ -100,6 +101,22 @@ class Authenticator:
             await self._shared.publish(KEYS_CHANNEL, b"invalidate")
         except SharedStateUnavailable:
             logger.warning("other replicas could not be told; they see it within %ss", self._ttl_s)
+
+    async def _resolve_once(self, token: str, digest: str) -> Caller | None:
+        """Concurrent misses on one key share one lookup: when a busy key's entry expires
+        (or at start), every request in flight would otherwise read the store for it."""
+        pending = self._resolving.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._resolve(token, digest))
+            self._resolving[digest] = pending
+            pending.add_done_callback(lambda done: self._settled(digest, done))
+        # Shielded: a caller that hangs up does not cancel the lookup the others wait for.
+        return await asyncio.shield(pending)
+
+    def _settled(self, digest: str, done: asyncio.Future[Caller | None]) -> None:
+        del self._resolving[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved, even if every waiter has gone
 
     async def _resolve(self, token: str, digest: str) -> Caller | None:
         expires_at: datetime | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -97,6 +98,31 @@ async def test_lookups_are_cached(registry: TenantRegistry) -> None:
         with pytest.raises(AuthenticationFailed):
             await auth.authenticate("Bearer msk-unknown")
     assert calls == 2  # one for the good key, one (negative, cached) for the unknown one
+
+
+async def test_concurrent_misses_on_one_key_share_one_lookup(registry: TenantRegistry) -> None:
+    key, _ = registry.create_key("acme")
+    calls = 0
+    original = registry.find_key
+
+    def counting(digest: str) -> object:
+        nonlocal calls
+        calls += 1
+        return original(digest)
+
+    registry.find_key = counting  # type: ignore[method-assign,assignment]
+    auth = Authenticator(registry, ttl_s=60)
+    callers = await asyncio.gather(*(auth.authenticate(f"Bearer {key}") for _ in range(32)))
+    assert {caller.tenant.id for caller in callers} == {"acme"}
+    assert calls == 1
+    # A waiter that is cancelled leaves the lookup running for the others.
+    auth.invalidate()
+    first = asyncio.ensure_future(auth.authenticate(f"Bearer {key}"))
+    second = asyncio.ensure_future(auth.authenticate(f"Bearer {key}"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second).tenant.id == "acme"
+    assert calls == 2
 
 
 async def test_passthrough_mode_forwards_the_callers_key(
