@@ -28,7 +28,9 @@ Pure functions over :class:`memory.store.Candidates`; no I/O. The order of opera
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -122,13 +124,16 @@ def _relative(scores: Floats) -> Floats:
 
 
 def _recency(candidates: Candidates, now: datetime, retention: RetentionPolicy) -> Floats:
-    return np.asarray(
-        [
-            decay((now - m.created_at).total_seconds(), retention.for_tier(m.tier.value))
-            for m in candidates.memories
-        ],
-        np.float64,
-    )
+    """Each candidate's tier decay at its age; one :func:`decay` per tier present, not per
+    candidate (a tenth of a warm ``rank`` over ~100 candidates was this loop)."""
+    memories = candidates.memories
+    tiers = [m.tier for m in memories]
+    out = np.empty(len(memories), np.float64)
+    for tier in set(tiers):
+        rows = [i for i, t in enumerate(tiers) if t is tier]
+        ages = [(now - memories[i].created_at).total_seconds() for i in rows]
+        out[rows] = decay(np.asarray(ages, np.float64), retention.for_tier(tier.value))
+    return out
 
 
 def _usefulness(candidates: Candidates, prior: UsefulnessPrior) -> Floats:
@@ -217,8 +222,8 @@ def _coverage(query: str, candidates: Candidates, top: int) -> float:
     if not wanted:
         return 1.0
     pool = [term_set(m.content) for m in candidates.memories]
-    frequency = {t: sum(t in d for d in pool) for t in wanted}
-    weight = {t: float(np.log1p(len(pool) / (1 + f))) for t, f in frequency.items() if f}
+    frequency = Counter(t for d in pool for t in d & wanted)
+    weight = {t: math.log1p(len(pool) / (1 + f)) for t, f in frequency.items()}
     total = sum(weight.values())
     return sum(w for t, w in weight.items() if t in pool[top]) / total if total else 0.0
 

@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
+
 __all__ = [
     "DEFAULT_RETENTION",
     "PROTECTED_TIERS",
@@ -91,15 +94,20 @@ DEFAULT_RETENTION = RetentionPolicy(
 )
 
 
-def decay(age_s: float, retention: TierRetention) -> float:
-    """Weight in ``[floor, 1]`` of a memory ``age_s`` seconds old (exponential half-life).
+def decay(age_s: npt.ArrayLike, retention: TierRetention) -> npt.NDArray[np.float64]:
+    """Weight in ``[floor, 1]`` of memories ``age_s`` seconds old (exponential half-life),
+    elementwise: ranking weighs a search's candidates at once.
 
     A negative age (a timestamp slightly in the future, clock skew) counts as brand new.
     """
-    if age_s <= 0 or retention.half_life_s <= 0:
-        return 1.0
-    raw = math.exp(-math.log(2.0) * age_s / retention.half_life_s)
-    return retention.floor + (1.0 - retention.floor) * raw
+    age = np.asarray(age_s, np.float64)
+    if retention.half_life_s <= 0:
+        return np.ones_like(age)
+    raw = np.exp(-math.log(2.0) * np.maximum(age, 0.0) / retention.half_life_s)
+    weight: npt.NDArray[np.float64] = np.where(
+        age <= 0, 1.0, retention.floor + (1.0 - retention.floor) * raw
+    )
+    return weight
 
 
 def over_cap(live_count: int, retention: TierRetention) -> int:
@@ -136,7 +144,7 @@ class RetentionAction:
 def activation(item: RetentionItem, now: datetime, policy: RetentionPolicy) -> float:
     """Recency decay by the tier's half-life times the usefulness posterior mean."""
     age_s = (now - item.created_at).total_seconds()
-    return decay(age_s, policy.for_tier(item.tier)) * item.usefulness
+    return float(decay(age_s, policy.for_tier(item.tier))) * item.usefulness
 
 
 def decide_retention(
