@@ -162,19 +162,24 @@ def _mmr(
     chosen: list[int] = []
     budget = max_tokens if max_tokens is not None else None
     top = float(scores.max()) if len(scores) else 1.0
-    relevance = scores / (top if top > 0 else 1.0)
-    redundancy = np.zeros(len(scores), np.float64)
-    open_ = eligible.copy()
+    # Only the eligible candidates compete (often a fifth of the pool once the weak tail is
+    # cut); ascending, so ties still go to the earlier candidate.
+    rows = np.flatnonzero(eligible)
+    relevance = scores[rows] / (top if top > 0 else 1.0)
+    pool = vectors[rows]
+    redundancy = np.zeros(len(rows), np.float64)
+    open_ = np.ones(len(rows), np.bool_)
     while len(chosen) < k and open_.any():
         value = np.where(open_, mmr_lambda * relevance - (1 - mmr_lambda) * redundancy, -np.inf)
         best = int(np.argmax(value))
         open_[best] = False
-        if budget is not None and tokens[best] > budget:
+        row = int(rows[best])
+        if budget is not None and tokens[row] > budget:
             continue  # does not fit; a shorter one further down may
-        chosen.append(best)
+        chosen.append(row)
         if budget is not None:
-            budget -= tokens[best]
-        redundancy = np.maximum(redundancy, vectors @ vectors[best])
+            budget -= tokens[row]
+        redundancy = np.maximum(redundancy, pool @ pool[best])
     return chosen
 
 
