@@ -34,6 +34,7 @@ import numpy as np
 
 from memory.embedder import CachedEmbedder, Embedder
 from memory.model import Memory
+from memory.priority import background_executor
 from memory.store import Change, MemoryStore, Vectors
 from policies.supersession import Claim, Fact, Supersession, extract_fact, resolve, triggers
 
@@ -96,6 +97,11 @@ class BatchApplier:
         self._cache = embedder if isinstance(embedder, CachedEmbedder) else None
         self._embedder = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
         self._near_duplicate = near_duplicate
+        self._background = background_executor("memshadow-ingest-embed")
+
+    def close(self) -> None:
+        """Stop the embedding thread (after the ingestion that feeds it has stopped)."""
+        self._background.shutdown(wait=True)
 
     async def apply(self, batch: Sequence[Write]) -> None:
         await self.commit(await self.prepare(batch))
@@ -218,7 +224,10 @@ class BatchApplier:
         todo = [i for i in todo if batch[i].memory.content not in cached]
         if todo:
             texts = [batch[i].memory.content for i in todo]
-            out[todo] = await asyncio.to_thread(self._embedder.embed_batch, texts)
+            # At background priority: a backlog of captures must not slow the recalls.
+            loop = asyncio.get_running_loop()
+            embed = self._embedder.embed_batch
+            out[todo] = await loop.run_in_executor(self._background, embed, texts)
         return out
 
 

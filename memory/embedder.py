@@ -57,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memory.onnx_export import ensure_onnx_export, export_dir
+from memory.priority import background_executor
 
 if TYPE_CHECKING:
     import torch
@@ -315,9 +316,16 @@ class OnnxEmbedder:
         # rounds), so a lightly loaded proxy answers sooner and a busy one is unchanged.
         with export_dir(cache_dir) as directory:
             onnx_path = ensure_onnx_export(source, directory, quantize=quantize)
-            self._session = ort.InferenceSession(
-                str(onnx_path), session_options(threads or 0), providers=["CPUExecutionProvider"]
-            )
+            # The all-cores session's intra-op threads are background threads (created by
+            # one, they inherit its priority; see memory.priority): its batches are
+            # ingestion's work. A query alone on it still runs its own share at its priority.
+            with background_executor("memshadow-embed-init") as creator:
+                self._session = creator.submit(
+                    ort.InferenceSession,
+                    str(onnx_path),
+                    session_options(threads or 0),
+                    providers=["CPUExecutionProvider"],
+                ).result()
             self._query_session = ort.InferenceSession(
                 str(onnx_path), session_options(1), providers=["CPUExecutionProvider"]
             )

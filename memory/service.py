@@ -101,10 +101,10 @@ class MemoryService:
             peers=peers,
             refresh_s=refresh_s,
         )
-        applier = BatchApplier(self._store, embedder, near_duplicate=near_duplicate)
-        local = Ingestor(data_dir / "wal", applier)
+        self._applier = BatchApplier(self._store, embedder, near_duplicate=near_duplicate)
+        local = Ingestor(data_dir / "wal", self._applier)
         # With a shared stream, this host's write-ahead log is its fallback.
-        self._stream = None if stream is None else StreamIngestor(stream, local, applier)
+        self._stream = None if stream is None else StreamIngestor(stream, local, self._applier)
         self._ingest: Ingestion = self._stream or local
         self._tokens = tokens or TokenCounter()
         self._redaction = redaction
@@ -138,6 +138,7 @@ class MemoryService:
     async def aclose(self) -> None:
         await self._pruner.aclose()
         await self._ingest.aclose()
+        self._applier.close()
         await self._store.aclose()
 
     async def prune(self, tenant: str) -> PruneReport:
