@@ -1,12 +1,14 @@
 """Background work yields the cores to requests: threads at a lower scheduling priority.
 
 Embedding what was captured is the proxy's heaviest background work: after a burst of
-traffic, thousands of exchanges wait to be embedded, and on the same cores each request's
-recall embeds its query. At equal priority the backlog's threads took most of the CPU from
-the recalls (``bench/overhead.py``, memory on, 10k memories, concurrency 1 right after the
-throughput windows: 37 ms added against 22 ms with nothing being ingested). At nice 10 the
-scheduler gives a recall about nine tenths of a contended core, and ingestion still uses
-every idle cycle, so a store still becomes searchable within seconds of a quiet moment.
+traffic, thousands of exchanges wait to be embedded, and even one request's own capture is
+embedded while the next request recalls. At equal priority they share the cores with the
+recalls: ``bench/overhead.py`` (memory on, 10k memories, concurrency 1) measured 37.3 ms
+added p50 (p99 88.6) with capture on against 21-23 ms in read mode, where nothing is
+ingested; at nice 10, 31.8 ms (p99 57.4), minutes apart on the same machine. The rest of the
+gap is the cores themselves: the foreground query runs on one thread while ingestion holds
+the other, and LanceDB's writes run on its own threads. Ingestion still uses every idle
+cycle, so a store becomes searchable within seconds of a quiet moment.
 
 Linux sets the priority of a single thread (``setpriority`` on its thread id), and threads
 inherit it from the thread that creates them: ONNX Runtime's intra-op pool threads of a
