@@ -308,8 +308,8 @@ class OnnxEmbedder:
         # on 1 thread, 3.4 ms (p99 7.5) on 2 spinning threads, 4.2-5.5 ms on 2 without
         # spinning; 6 concurrent queries 363-377 q/s on 1 thread, 301 on 2 spinning, ~368
         # without. With a benchmark running beside it: 5.3 ms (p99 7) on 1 thread against
-        # 9.8 ms (p99 47) on 2. In the proxy the event loop holds a core, so queries get one
-        # thread. A 1,000-text batch: 387 texts/s on 2 threads vs 215 on 1.
+        # 9.8 ms (p99 47) on 2. In a busy proxy the event loop holds a core, so queries beside
+        # other work get one thread. A 1,000-text batch: 387 texts/s on 2 threads vs 215 on 1.
         # A query alone in the embedder (nothing else running in either session) takes the
         # all-cores session instead: on an idle 2-core Zen 1 VM a 14-token query took
         # 6.4-8.2 ms on 2 threads without spinning against 10.6-12.2 ms on 1 (interleaved
