@@ -162,8 +162,8 @@ def _mmr(
     chosen: list[int] = []
     budget = max_tokens if max_tokens is not None else None
     top = float(scores.max()) if len(scores) else 1.0
-    # Only the eligible candidates compete (often a fifth of the pool once the weak tail is
-    # cut); ascending, so ties still go to the earlier candidate.
+    # Only the eligible candidates compete (rejected ones and the weak tail are out before the
+    # loop); ascending, so ties still go to the earlier candidate.
     rows = np.flatnonzero(eligible)
     relevance = scores[rows] / (top if top > 0 else 1.0)
     pool = vectors[rows]
