@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,11 @@ def to_arrow(memories: Sequence[Memory], vectors: Vectors, schema: pa.Schema) ->
 
 
 def from_arrow(tenant: str, table: pa.Table) -> tuple[list[Memory], Vectors]:
-    rows = table.drop_columns(["vector"]).to_pylist() if "vector" in table.column_names else []
+    if "vector" not in table.column_names:  # not rows of a memory table
+        return [], np.zeros((0, 0), np.float32)
+    names = [n for n in table.column_names if n != "vector"]
+    columns = [_python_values(table.column(n)) for n in names]
+    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     memories = []
     for row in rows:
         memories.append(Memory(
@@ -86,6 +91,19 @@ def from_arrow(tenant: str, table: pa.Table) -> tuple[list[Memory], Vectors]:
         return memories, np.zeros((0, 0), np.float32)
     flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return memories, np.asarray(flat, np.float32).reshape(table.num_rows, -1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _python_values(column: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values. Timestamps are built from their offset to the epoch:
+    pyarrow makes each tz-aware datetime in ~10 µs, and the two timestamp columns were 80%
+    of converting a 10k-row scope (~200 of 250 ms)."""
+    if not pa.types.is_timestamp(column.type) or column.null_count:
+        return column.to_pylist()  # type: ignore[no-any-return]
+    micros = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    return [_EPOCH + timedelta(microseconds=m) for m in micros.tolist()]
 
 
 def filter_expr(scope: ScopeFilter) -> Expr:

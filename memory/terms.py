@@ -28,13 +28,15 @@ _STOPWORDS = frozenset(
 
 def terms(text: str) -> list[str]:
     """BM25 terms: lowercase words without stopwords, reduced to a crude stem."""
-    out = []
-    for word in _WORD.findall(text.lower()):
-        word = word.removesuffix("'s")
-        if word in _STOPWORDS:
-            continue
-        out.append(stem(word))
-    return out
+    return [term for word in _WORD.findall(text.lower()) if (term := _term(word))]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _term(word: str) -> str:
+    """A lowercase word's term, "" for a stopword: one cached call a word (tokenising a 10k
+    scope at load spent half its time in the uncached suffix and stopword checks)."""
+    word = word.removesuffix("'s")
+    return "" if word in _STOPWORDS else stem(word)
 
 
 _DOUBLED = re.compile(r"([b-df-hj-km-np-tv-z])\1$")
