@@ -222,6 +222,8 @@ class Target:
     memory: bool = False
     # How many memories were seeded for its user (None: not seeded).
     memories: int | None = None
+    # A MemShadow target: its admin key, to read the ingestion backlog (GET /admin/overview).
+    admin_key: str | None = None
 
     @property
     def chat_url(self) -> str:

@@ -185,8 +185,9 @@ def start_mock(fleet: Fleet, chunk_delay_ms: float) -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-def start_memshadow(fleet: Fleet, mock_url: str) -> tuple[str, str]:
-    """Start ``memshadow serve`` through its public contract; return (base URL, tenant key)."""
+def start_memshadow(fleet: Fleet, mock_url: str) -> tuple[str, str, str]:
+    """Start ``memshadow serve`` through its public contract; return (base URL, tenant key,
+    admin key)."""
     exe = VENV_BIN / "memshadow"
     if not exe.exists():
         raise RuntimeError(f"{exe} not found (pip install -e {REPO})")
@@ -195,7 +196,7 @@ def start_memshadow(fleet: Fleet, mock_url: str) -> tuple[str, str]:
         MEMSHADOW_UPSTREAM_BASE_URL=mock_url,
         MEMSHADOW_UPSTREAM_API_KEY="sk-mock",
         MEMSHADOW_DATA_DIR=str(data_dir),
-        MEMSHADOW_ADMIN_KEY=secrets.token_urlsafe(24),
+        MEMSHADOW_ADMIN_KEY=(admin_key := secrets.token_urlsafe(24)),
     )
     created = subprocess.run(
         [str(exe), "keys", "create", "--tenant", "bench"],
@@ -211,7 +212,7 @@ def start_memshadow(fleet: Fleet, mock_url: str) -> tuple[str, str]:
     argv = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = fleet.start("memshadow", argv, env)
     wait_ready(proc, f"http://127.0.0.1:{port}/health", 120.0)
-    return f"http://127.0.0.1:{port}/v1", lines[-1].strip()
+    return f"http://127.0.0.1:{port}/v1", lines[-1].strip(), admin_key
 
 
 def start_floor(fleet: Fleet, mock_url: str) -> str:
@@ -270,8 +271,8 @@ def start_targets(fleet: Fleet, opts: Options, results: Results) -> list[Target]
     targets = [Target("direct", mock_url, {"authorization": "Bearer sk-mock"})]
 
     def memshadow() -> list[Target]:
-        base_url, key = start_memshadow(fleet, mock_url)
-        made = memshadow_targets(base_url, key, opts.memory, opts.memories)
+        base_url, key, admin_key = start_memshadow(fleet, mock_url)
+        made = memshadow_targets(base_url, key, opts.memory, opts.memories, admin_key)
         if opts.memories and any(t.memory for t in made):
             results.seeding = seed_memories(base_url, key, opts.memories)
         results.memory_sizes.update({t.name: t.memories for t in made if t.memories})
@@ -303,21 +304,24 @@ def memory_user(n: int | None) -> str:
 
 
 def memshadow_targets(
-    base_url: str, key: str, modes: list[str], sizes: Sequence[int] = ()
-) -> list[Target]:
+    base_url: str, key: str, modes: list[str], sizes: Sequence[int] = (),
+    admin_key: str | None = None,
+) -> list[Target]:  # fmt: skip
     """One server, one target per memory mode (the mode is only a request header) and, for
     modes that use memory, per seeded size (each size is a user of its own)."""
     out: list[Target] = []
     for mode in modes:
         headers = {"authorization": f"Bearer {key}", "x-memory-mode": mode}
         if mode == "off":
-            out.append(Target("memshadow[off]", base_url, headers))
+            out.append(Target("memshadow[off]", base_url, headers, admin_key=admin_key))
             continue
         per_size: list[int | None] = [*sizes] if sizes else [None]
         for n in per_size:
             name = f"memshadow[{mode}]" if n is None else f"memshadow[{mode},{size_label(n)}]"
             user_headers = {**headers, "x-memory-user": memory_user(n)}
-            out.append(Target(name, base_url, user_headers, memory=True, memories=n))
+            out.append(
+                Target(name, base_url, user_headers, memory=True, memories=n, admin_key=admin_key)
+            )
     return out
 
 
@@ -487,6 +491,8 @@ async def one_round(
 ) -> None:
     client.phase = "c1"
     for target in targets:
+        if target.admin_key is not None:
+            results.drain_waits.append(await ingestion_drained(target))
         samples = await sequential(client, target, opts.requests)
         results.add_sequential(
             target.name, samples.plain, samples.ttfc, samples.total, samples.errors
@@ -497,6 +503,33 @@ async def one_round(
             for target in targets:
                 rps, errors = await throughput(client, target, concurrency, opts.window_s, stream)
                 results.add_throughput(target.name, concurrency, stream, rps, errors)
+
+
+DRAIN_TIMEOUT_S = 300.0
+
+
+async def ingestion_drained(target: Target) -> float:
+    """Wait until the server has no captured exchange left to ingest; the seconds waited.
+
+    A throughput window with memory on captures every exchange it completes (hundreds a
+    second), and ingestion embeds them in the background at a fraction of that rate, so it
+    keeps the server's cores busy for seconds to minutes afterwards. Concurrency-1 latency
+    is what one conversation at a time costs, its own captures included; measured on top of
+    another phase's backlog, it was that phase's figure instead."""
+    assert target.admin_key is not None
+    url = target.base_url.removesuffix("/v1") + "/admin/overview"
+    headers = {"authorization": f"Bearer {target.admin_key}"}
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        while time.perf_counter() - started < DRAIN_TIMEOUT_S:
+            ingestion = (await http.get(url, headers=headers)).raise_for_status().json()
+            ingestion = ingestion["ingestion"]
+            if ingestion["capture_queue"] == 0 and ingestion["write_backlog"] == 0:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            print(f"{target.name}: ingestion still busy after {DRAIN_TIMEOUT_S:.0f}s", flush=True)
+    return time.perf_counter() - started
 
 
 async def profile_memshadow(
