@@ -107,7 +107,7 @@ class LanceMemoryStore:
         # Recall has its own small pool: it never queues behind ingestion's embedding batches
         # and WAL writes in the default executor, and a recall whose caller gave up (deadline)
         # while it was queued is dropped without running. Two threads for two cores: each
-        # runs one single-threaded query embedding and a numpy scan.
+        # runs one query embedding and a numpy scan, and an idle one shares the other's scan.
         self._recall = ThreadPoolExecutor(2, thread_name_prefix="memshadow-recall")
         # Lance logs routine internals (compaction, index training) at INFO/WARNING.
         for name in ("lancedb", "lance"):
@@ -452,8 +452,9 @@ class LanceMemoryStore:
             if abandoned.is_set():  # the caller's deadline passed during the embedding
                 return Candidates(vectors=np.zeros((0, self.dimension), np.float32))
             return index.search(
-                vector, query_text, session=scope.session, tiers=scope.tiers, limit=limit
-            )
+                vector, query_text, session=scope.session, tiers=scope.tiers, limit=limit,
+                helper=self._recall,
+            )  # fmt: skip
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._recall, search)
