@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,13 +61,55 @@ def ensure_onnx_export(source: ModelSource, cache_dir: Path, *, quantize: bool) 
     target = cache_dir / f"{source.path.name}-{_export_key(source)}"
     fp32 = target / "model.onnx"
     if not fp32.is_file():
-        _atomic_write(fp32, lambda tmp: _export_fused(source, tmp))
+        with _quiet_toolchain():
+            _atomic_write(fp32, lambda tmp: _export_fused(source, tmp))
     if not quantize:
         return fp32
     int8 = target / "model.int8.onnx"
     if not int8.is_file():
-        _atomic_write(int8, lambda tmp: _quantize_onnx(fp32, tmp))
+        with _quiet_toolchain():
+            _atomic_write(int8, lambda tmp: _quantize_onnx(fp32, tmp))
     return int8
+
+
+class _BelowErrorFrom(logging.Filter):
+    """Drops records below ERROR logged from files under these directories."""
+
+    def __init__(self, directories: tuple[str, ...]) -> None:
+        super().__init__()
+        self._directories = directories
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.pathname.startswith(self._directories)
+
+
+@contextmanager
+def _quiet_toolchain() -> Iterator[None]:
+    """Keep the export's toolchain out of the operator's log: ORT's optimizer and quantizer
+    log ~55 lines of their internals at INFO and WARNING (some through the root logger,
+    so a logger's level cannot stop them), and transformers draws a progress bar while it
+    loads the weights. Errors still pass."""
+    import onnxruntime  # type: ignore[import-untyped]
+    import transformers
+    from transformers.utils import logging as transformers_logging
+
+    quiet = _BelowErrorFrom(
+        tuple(str(Path(m.__file__ or "").parent) for m in (onnxruntime, transformers))
+    )
+    handlers = [*logging.getLogger().handlers, logging.lastResort]
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    for handler in handlers:
+        if handler is not None:
+            handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            if handler is not None:
+                handler.removeFilter(quiet)
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _export_key(source: ModelSource) -> str:

@@ -5,6 +5,7 @@ The model is loaded once per module; the ONNX export lands in one session-wide t
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -143,6 +144,26 @@ def test_export_without_cache_dir_leaves_nothing_behind(
     fast = load_embedder(None, None, 1, backend="onnx", query_cache_size=0)
     assert fast.embed_batch(["hello"]).shape == (1, 384)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fresh_export_keeps_the_toolchain_out_of_the_log(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = seen.append  # type: ignore[method-assign]
+    root = logging.getLogger()
+    level, root.level = root.level, logging.DEBUG
+    root.addHandler(handler)
+    try:
+        fresh = load_embedder(None, tmp_path, 1, query_cache_size=0)  # the default: int8
+        logging.getLogger("memshadow.test").info("ours still passes")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert fresh.embed_batch(["hello"]).shape == (1, 384)
+    assert [r.getMessage() for r in seen] == ["ours still passes"]
+    assert "Loading weights" not in capfd.readouterr().err
 
 
 def test_missing_model_path_gives_a_clear_error(tmp_path: Path) -> None:
