@@ -145,6 +145,12 @@ async def open_memories(
     return service
 
 
+def _gauge_backlogs(metrics: Metrics, capture: CaptureQueue, engine: MemoryService) -> None:
+    """``/metrics`` reads what waits behind the answers at scrape time (no polling task)."""
+    metrics.capture_queue.set_function(lambda: capture.depth)
+    metrics.ingest_backlog.set_function(lambda: engine.ingest_backlog)
+
+
 def _stream_config(
     settings: Settings, shared: SharedState, metrics: Metrics
 ) -> StreamConfig | None:
@@ -251,6 +257,7 @@ def create_app(
         if engine is not None:
             capture = CaptureQueue(engine, shared, receipts, calibration, metrics)
             await capture.start()
+            _gauge_backlogs(metrics, capture, engine)
         injector = chat_memory or _injector(
             settings, engine, capture, receipts, calibration, metrics, shared
         )

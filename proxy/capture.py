@@ -198,6 +198,8 @@ class CaptureQueue:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             self.dropped += 1
+            if self._metrics is not None:
+                self._metrics.capture_dropped.inc()
             logger.warning("capture queue full: an exchange was not captured")
 
     async def drain(self) -> None:

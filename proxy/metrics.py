@@ -84,6 +84,24 @@ class Metrics:
             " ingestion stream (Redis) was unavailable.",
             registry=self.registry,
         )
+        # What waits behind a chat request's answer (the dashboard shows the same): an operator
+        # alerts when these grow, long before anyone notices memories arriving late.
+        self.capture_queue = Gauge(
+            "memshadow_capture_queue",
+            "Finished exchanges (and turn signals) waiting to be captured.",
+            registry=self.registry,
+        )
+        self.capture_dropped = Counter(
+            "memshadow_capture_dropped",
+            "Exchanges not captured because the capture queue was full.",
+            registry=self.registry,
+        )
+        self.ingest_backlog = Gauge(
+            "memshadow_ingest_backlog",
+            "Memories acknowledged (durable) but not yet applied to the store, so not yet"
+            " searchable.",
+            registry=self.registry,
+        )
         self.ingest_writer_tenants = Gauge(
             "memshadow_ingest_writer_tenants",
             "Tenants whose shared ingestion stream this replica applies (holds the lease of).",

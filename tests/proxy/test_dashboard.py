@@ -16,10 +16,15 @@ from fastapi import FastAPI
 
 from config import Settings
 from memory.lancedb_store import LanceMemoryStore
-from memory.model import Memory
+from memory.model import Memory, Scope
 from memory.service import MemoryService
 from memory.store import Vectors
+from proxy.capture import CaptureJob, CaptureQueue
+from proxy.feedback import CalibrationBook
 from proxy.keys import Tenant, TenantRegistry
+from proxy.metrics import Metrics
+from proxy.receipts import ReceiptStore
+from proxy.shared_state.memory import InProcessState
 from tests.conftest import ADMIN_KEY, UPSTREAM, build_app, in_process
 from tests.fakes import FakeEmbedder, FakeUpstream, completion
 from tests.proxy.test_memories_api import eventually
@@ -278,6 +283,11 @@ class HeldStore(LanceMemoryStore):
         return await super().by_hash(tenant, user, hashes)
 
 
+def _gauge(scraped: str, name: str) -> float:
+    [line] = [line for line in scraped.splitlines() if line.startswith(f"{name} ")]
+    return float(line.split()[1])
+
+
 async def test_the_ingestion_backlog_is_what_waits(
     settings: Settings, registry: TenantRegistry, tenant_key: str, upstream: FakeUpstream
 ) -> None:
@@ -303,6 +313,7 @@ async def test_the_ingestion_backlog_is_what_waits(
             await eventually(lambda: ingestion_is(http, lambda i: i["capture_queue"] >= 2))
             held = seen["ingestion"]
             assert held["write_backlog"] == 2 and held["capture_dropped"] == 0
+            scraped_held = (await http.get("/metrics")).text
             assert seen["tenants"][0]["memories_total"] == 0  # acknowledged, not stored yet
             page = (await http.get("/dashboard", headers=ADMIN)).text
             store.writes.set()
@@ -310,10 +321,17 @@ async def test_the_ingestion_backlog_is_what_waits(
             await eventually(
                 lambda: ingestion_is(http, lambda i: i["capture_queue"] == i["write_backlog"] == 0)
             )
+            scraped_after = (await http.get("/metrics")).text
     finally:
         store.writes.set()
         store.lookups.set()
         await memories.aclose()
+    # /metrics said what the overview said, while held and after.
+    assert _gauge(scraped_held, "memshadow_ingest_backlog") == 2
+    assert _gauge(scraped_held, "memshadow_capture_queue") >= 2
+    assert _gauge(scraped_held, "memshadow_capture_dropped_total") == 0
+    assert _gauge(scraped_after, "memshadow_capture_queue") == 0
+    assert _gauge(scraped_after, "memshadow_ingest_backlog") == 0
     waiting = held["capture_queue"]
     assert f'exchanges waiting to be captured</th><td class="n">{waiting}<' in page
     assert 'memories acknowledged, not yet stored</th><td class="n">2<' in page
@@ -406,3 +424,17 @@ async def test_redis_health_is_shown(
         await eventually(down)
         page = (await http.get("/dashboard", headers=ADMIN)).text
     assert "down</strong>: memory is degraded" in page
+
+
+async def test_an_exchange_the_full_capture_queue_drops_is_counted(tmp_path: Path) -> None:
+    memories = MemoryService(tmp_path / "memory", FakeEmbedder())
+    shared = InProcessState()
+    metrics = Metrics()
+    capture = CaptureQueue(
+        memories, shared, ReceiptStore(shared), CalibrationBook(shared), metrics, maxsize=1
+    )  # not started: nothing takes jobs off the queue
+    job = CaptureJob(Scope(tenant="t", user="ann"), b"{}", [], streamed=False)
+    for _ in range(3):
+        capture.submit(job)
+    assert capture.depth == 1 and capture.dropped == 2
+    assert metrics.registry.get_sample_value("memshadow_capture_dropped_total") == 2.0
