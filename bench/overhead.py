@@ -522,9 +522,8 @@ async def ingestion_drained(target: Target) -> float:
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=30.0) as http:
         while time.perf_counter() - started < DRAIN_TIMEOUT_S:
-            ingestion = (await http.get(url, headers=headers)).raise_for_status().json()
-            ingestion = ingestion["ingestion"]
-            if ingestion["capture_queue"] == 0 and ingestion["write_backlog"] == 0:
+            backlog = (await http.get(url, headers=headers)).raise_for_status().json()["ingestion"]
+            if backlog["capture_queue"] == 0 and backlog["write_backlog"] == 0:
                 break
             await asyncio.sleep(0.5)
         else:

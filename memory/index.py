@@ -211,8 +211,8 @@ class ScopeIndex:
         rows: list[int] = []
         tfs: list[int] = []
         for row, memory in appended:
-            counts = Counter(terms(memory.content))
-            length = sum(counts.values())
+            found = terms(memory.content)
+            counts, length = Counter(found), len(found)
             self._doc_len[row] = length
             # A row replaced later in the same batch was killed before it had a length.
             if self._alive[row]:

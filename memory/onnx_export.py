@@ -96,18 +96,17 @@ def _quiet_toolchain() -> Iterator[None]:
     quiet = _BelowErrorFrom(
         tuple(str(Path(m.__file__ or "").parent) for m in (onnxruntime, transformers))
     )
-    handlers = [*logging.getLogger().handlers, logging.lastResort]
+    candidates = (*logging.getLogger().handlers, logging.lastResort)
+    handlers = [handler for handler in candidates if handler is not None]
     bars_were_on = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     for handler in handlers:
-        if handler is not None:
-            handler.addFilter(quiet)
+        handler.addFilter(quiet)
     try:
         yield
     finally:
         for handler in handlers:
-            if handler is not None:
-                handler.removeFilter(quiet)
+            handler.removeFilter(quiet)
         if bars_were_on:
             transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
