@@ -369,6 +369,7 @@ class ScopeIndex:
                 keyword=keyword_score.astype(np.float32),
                 vector_rank=_ranks(row_list, vector_top),
                 keyword_rank=_ranks(row_list, keyword_top),
+                created=self._created[rows],
                 searched=searched,
             )
 

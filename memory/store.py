@@ -50,7 +50,8 @@ class Candidates:
     """Hot-path candidates for one query, aligned arrays (one row per memory).
 
     ``vector_rank``/``keyword_rank`` are 0-based ranks within each retriever's own top list,
-    or -1 when the memory was not in that list.
+    or -1 when the memory was not in that list. ``created`` is each memory's ``created_at``
+    in Unix seconds (what recency decay reads, without a datetime per candidate).
     """
 
     memories: list[Memory] = field(default_factory=list)
@@ -59,6 +60,7 @@ class Candidates:
     keyword: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
     vector_rank: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     keyword_rank: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    created: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, np.float64))
     searched: int = 0  # live memories considered
 
 

@@ -10,6 +10,12 @@ Pure functions only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
 
 __all__ = [
     "UsefulnessPrior",
@@ -36,15 +42,28 @@ def evidence(feedback: bool | float) -> tuple[float, float]:
     return (score + 1.0) / 2.0, (1.0 - score) / 2.0
 
 
-def posterior_mean(useful: float, not_useful: float, prior: UsefulnessPrior) -> float:
-    """Expected probability that the memory helps, in (0, 1)."""
-    alpha = prior.useful + max(0.0, useful)
-    beta = prior.not_useful + max(0.0, not_useful)
-    return alpha / (alpha + beta)
+@overload
+def posterior_mean(useful: float, not_useful: float, prior: UsefulnessPrior) -> float: ...
+@overload
+def posterior_mean(useful: Floats, not_useful: Floats, prior: UsefulnessPrior) -> Floats: ...
+def posterior_mean(
+    useful: float | Floats, not_useful: float | Floats, prior: UsefulnessPrior
+) -> float | Floats:
+    """Expected probability that the memory helps, in (0, 1); elementwise over arrays (a
+    ranking weighs its candidates at once)."""
+    alpha = prior.useful + np.maximum(useful, 0.0)
+    beta = prior.not_useful + np.maximum(not_useful, 0.0)
+    mean = alpha / (alpha + beta)
+    return float(mean) if np.ndim(mean) == 0 else mean
 
 
-def prior_weight(mean: float, strength: float = 0.5) -> float:
-    """Multiplicative ranking factor: 1.0 at the prior mean 0.5, ``1 ± strength/2`` at the ends.
+@overload
+def prior_weight(mean: float, strength: float = 0.5) -> float: ...
+@overload
+def prior_weight(mean: Floats, strength: float = 0.5) -> Floats: ...
+def prior_weight(mean: float | Floats, strength: float = 0.5) -> float | Floats:
+    """Multiplicative ranking factor: 1.0 at the prior mean 0.5, ``1 ± strength/2`` at the ends;
+    elementwise over arrays.
 
     Bounded so that usefulness re-orders close calls without overriding relevance.
     """

@@ -125,3 +125,38 @@ def test_usefulness_posterior() -> None:
     assert posterior_mean(*evidence(True), prior) > 0.5 > posterior_mean(*evidence(False), prior)
     assert evidence(0.0) == (0.5, 0.5) and evidence(5.0) == (1.0, 0.0)
     assert np.isclose(posterior_mean(10, 0, prior), 12 / 14)
+
+
+def test_each_candidate_decays_by_its_own_tier_and_age() -> None:
+    from policies.retention import DEFAULT_RETENTION, decay
+
+    ages = {Tier.WORKING: timedelta(hours=5), Tier.EPISODIC: timedelta(days=20),
+            Tier.SEMANTIC: timedelta(days=400), Tier.LONG_TERM: timedelta(days=900)}  # fmt: skip
+    memories = [
+        memory(i, f"the garden shed key note {i}", tier=tier, age=age)
+        for i, (tier, age) in enumerate([*ages.items(), *ages.items()])
+    ]
+    result = recall(index_of(memories), "garden shed key", k=8)
+    assert len(result.items) == 8
+    for item in result.items:
+        age = (NOW - item.memory.created_at).total_seconds()
+        expected = decay(age, DEFAULT_RETENTION.for_tier(item.memory.tier.value))
+        assert np.isclose(item.recency, float(expected), rtol=1e-9)
+
+
+def test_a_memory_too_long_for_the_budget_leaves_room_for_a_shorter_one() -> None:
+    long = memory(1, "passport renewal office opens at nine passport", tokens=90)
+    short = memory(2, "passport renewal needs two photos", tokens=30)
+    shorter = memory(3, "renewal of the car insurance is in May", tokens=20)
+    result = recall(index_of([long, short, shorter]), "passport renewal", k=3, max_tokens=60)
+    assert [i.memory.id for i in result.items][:1] == ["m2"]
+    assert "m1" not in {i.memory.id for i in result.items}
+    assert sum(i.memory.tokens for i in result.items) <= 60
+
+
+def test_usefulness_is_the_same_elementwise_as_one_by_one() -> None:
+    prior = UsefulnessPrior()
+    useful, not_useful = np.array([0.0, 1.0, 2.5, -1.0]), np.array([0.0, 3.0, 0.5, 2.0])
+    means = posterior_mean(useful, not_useful, prior)
+    assert means.tolist() == [posterior_mean(float(u), float(n), prior)
+                              for u, n in zip(useful, not_useful, strict=True)]  # fmt: skip
