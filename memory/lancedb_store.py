@@ -50,6 +50,7 @@ from memory.lance_rows import (
     table_name,
     to_arrow,
 )
+from memory.long_lived import SETTLE_ROWS, LongLived
 from memory.model import Memory, Tier, utcnow
 from memory.peers import PeerFeed, TableChange, VersionLedger
 from memory.scope_cache import ScopeCache
@@ -85,6 +86,7 @@ class LanceMemoryStore:
         vector_index_min_rows: int | None = 250_000,
         peers: PeerFeed | None = None,
         refresh_s: float = 5.0,
+        settle_rows: int | None = SETTLE_ROWS,
     ) -> None:
         self.model_id = model_id
         self.dimension = dimension
@@ -95,6 +97,7 @@ class LanceMemoryStore:
         self._tables: dict[str, Any] = {}
         self._tables_lock = threading.Lock()
         self._scopes = ScopeCache(max_cached_rows)
+        self._long_lived = LongLived(settle_rows)  # cached rows out of full collections
         self._peers = peers
         self._refresh_s = refresh_s
         self._versions = VersionLedger()  # writer thread only
@@ -220,6 +223,7 @@ class LanceMemoryStore:
             scope = self._scopes.get(tenant, user)
             if scope is not None:
                 scope.upsert([memories[i] for i in rows], vectors[rows])
+                self._long_lived.added(len(rows))
         self._after_write(tenant, table)
 
     def _after_write(self, tenant: str, table: Any) -> None:
@@ -365,6 +369,7 @@ class LanceMemoryStore:
         # If another replica's change dropped scopes while this one was read, it is served
         # to the search that asked but not kept: it may be stale.
         self._scopes.keep(tenant, user, scope, generation)
+        self._long_lived.added(len(memories))
         return scope
 
     async def _scope(self, tenant: str, user: str) -> ScopeIndex | None:
@@ -410,6 +415,7 @@ class LanceMemoryStore:
             rows = [i for i, m in enumerate(memories) if m.user == user]
             if rows:
                 scope.upsert([memories[i] for i in rows], vectors[rows])
+                self._long_lived.added(len(rows))
             if gone:
                 scope.remove(gone)
 
