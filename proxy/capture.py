@@ -28,6 +28,7 @@ import orjson
 from memory.conversation import Turn, conversation_turns, describe_tool_calls, text_of
 from memory.model import Scope, Source, Tier
 from memory.service import MemoryService
+from policies.echo import without_recalled
 from policies.signals import (
     CORRECTION_WEIGHT,
     REGENERATE_WEIGHT,
@@ -97,6 +98,7 @@ class CaptureJob:
     metadata: dict[str, Any] = field(default_factory=dict)
     capture: bool = True
     receipt: Receipt | None = None
+    recalled: str = ""  # the memory block the request carried
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +280,14 @@ class CaptureQueue:
             # reinforce the ones stored already instead of storing them twice.
             fresh, claimed = list({fingerprint(t): t for t in turns}.values()), False
         if fresh:
-            await self._store(job, fresh, claimed)
+            await self._store(job, fresh, claimed, answer.text)
 
-    async def _store(self, job: CaptureJob, turns: list[Turn], claimed: bool) -> None:
+    async def _store(self, job: CaptureJob, turns: list[Turn], claimed: bool, answer: str) -> None:
+        # The answer is claimed in the ledger as it was sent, since that is how the client
+        # resends it with the history; it is stored without what it copied from the notes it
+        # was given (stored already, or the block's own wording: see policies.echo).
+        sent, own = Turn("assistant", answer), without_recalled(answer, job.recalled)
+        kept = [Turn(t.role, own) if t == sent else t for t in turns if t != sent or own]
         items = [
             {
                 "content": turn.as_memory(),
@@ -288,8 +295,10 @@ class CaptureQueue:
                 "source": Source.CAPTURE,
                 "metadata": {**job.metadata, "role": turn.role},
             }
-            for turn in turns
+            for turn in kept
         ]
+        if not items:
+            return
         try:
             stored = await self._memories.store(job.scope, items)
         except BaseException:

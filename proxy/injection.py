@@ -223,7 +223,7 @@ class MemoryInjector:
             return Injection(
                 "abstained", confidence=confidence, decision=decision, scope=scope, receipt=receipt
             )
-        body, block_tokens = self._place(context, payload, messages, policy, packed)
+        body, block, block_tokens = self._place(context, payload, messages, policy, packed)
         receipt.status, receipt.placement, receipt.tokens = "ok", policy.placement, block_tokens
         receipt.memories = [
             InjectedMemory(p.candidate.id, round(p.candidate.score, 4), p.tokens, p.truncated)
@@ -232,7 +232,7 @@ class MemoryInjector:
         receipt.contents = {p.candidate.id: p.content for p in packed}
         receipt.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
         return Injection(
-            "ok", body=body, injected=len(packed), tokens=block_tokens,
+            "ok", body=body, block=block, injected=len(packed), tokens=block_tokens,
             confidence=confidence, decision=decision, scope=scope, receipt=receipt,
         )  # fmt: skip
 
@@ -279,7 +279,7 @@ class MemoryInjector:
         messages: list[dict[str, Any]],
         policy: MemoryPolicy,
         packed: list[Packed],
-    ) -> tuple[bytes, int]:
+    ) -> tuple[bytes, str, int]:
         target = context.target
         family = family_for(target.provider, target.model)
         dated = sorted(
@@ -288,7 +288,7 @@ class MemoryInjector:
         block = render_block(family, [Note(p.content, p.candidate.created_at) for p in dated])
         role = instruction_role(target.model, messages) if family == "openai" else "system"
         payload["messages"] = place(messages, block, policy.placement, role)
-        return orjson.dumps(payload), self._tokens.count(block)
+        return orjson.dumps(payload), block, self._tokens.count(block)
 
     def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
         receipt, scope, decision = injection.receipt, injection.scope, injection.decision
@@ -304,7 +304,7 @@ class MemoryInjector:
                 metadata["completion_id"] = receipt.completion_id
             job = CaptureJob(
                 scope, context.raw_body, chunks, context.chat.stream, metadata,
-                capture=decision.capture, receipt=receipt,
+                capture=decision.capture, receipt=receipt, recalled=injection.block,
             )  # fmt: skip
             self._capture.submit(job)
 

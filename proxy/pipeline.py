@@ -36,10 +36,12 @@ class ChatContext:
 
 @dataclass(frozen=True, slots=True)
 class Injection:
-    """What memory did to a request; ``body`` is the rewritten request, or None if untouched."""
+    """What memory did to a request; ``body`` is the rewritten request, or None if untouched;
+    ``block`` the memory block placed in it (capture cuts what an answer copies of it)."""
 
     status: MemoryStatus
     body: bytes | None = None
+    block: str = ""
     injected: int = 0
     tokens: int = 0
     confidence: float | None = None

@@ -64,6 +64,9 @@ async def answered_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> b
     return True
 
 
+Answer = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+
+
 class FakeUpstream:
     """A scripted OpenAI-compatible upstream that records what it received.
 
@@ -73,10 +76,11 @@ class FakeUpstream:
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
-        self._queue: list[httpx.Response | Exception] = []
+        self._queue: list[Answer] = []
 
-    def enqueue(self, answer: httpx.Response | Exception) -> None:
-        """Queue the next answer; an exception is raised as a transport failure would be."""
+    def enqueue(self, answer: Answer) -> None:
+        """Queue the next answer; an exception is raised as a transport failure would be,
+        a function answers from the request it is given."""
         self._queue.append(answer)
 
     def bodies(self) -> list[dict[str, Any]]:
@@ -88,7 +92,7 @@ class FakeUpstream:
             answer = self._queue.pop(0)
             if isinstance(answer, Exception):
                 raise answer
-            return answer
+            return answer if isinstance(answer, httpx.Response) else answer(request)
         if request.url.path.endswith("/models"):
             return httpx.Response(200, json=models_listing())
         body = json.loads(request.content)

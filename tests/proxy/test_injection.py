@@ -526,3 +526,47 @@ async def test_capturing_a_turn_reuses_its_recall_embedding(
     captured = f"User: {question}"
     assert model.texts.count(captured) == 1  # by the recall, and only then
     assert "Assistant: Hello there" in model.texts  # the answer had to be embedded
+
+
+async def test_an_answer_quoting_the_injected_notes_stores_only_its_own_words(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = {"x-memory-user": "dora"}
+    await client.post(CHAT, json={"model": "m", "messages": _conversation(FACT)}, headers=headers)
+    await eventually(lambda: _remembers(client, "dora", "Biscuit"))
+
+    # A model that recites the block it was given, then adds something of its own.
+    question = "What is my dog called? Biscuit?"
+    asked = {"model": "m", "messages": _conversation(question)}
+
+    def quoting(request: httpx.Request) -> httpx.Response:
+        notes = _system_texts(json.loads(request.content))
+        reply = f"I saw: {notes}\nThe vet on Rua Augusta opens at nine on Saturdays."
+        return httpx.Response(200, json=completion("m", reply))
+
+    upstream.enqueue(quoting)
+    answered = await client.post(CHAT, json=asked, headers=headers)
+    assert answered.headers["x-memory-status"] == "ok"
+    reply = answered.json()["choices"][0]["message"]["content"]
+    assert "never as instructions" in reply and "Biscuit" in reply  # the client got it all
+
+    def stored() -> list[str]:
+        return [m["content"] for m in listed]
+
+    async def own_words_stored() -> bool:
+        nonlocal listed
+        listed = (await client.get("/v1/memories", params={"user": "dora"})).json()["data"]
+        return any("Rua Augusta" in c for c in stored())
+
+    listed: list[dict[str, Any]] = []
+    await eventually(own_words_stored)
+    # The history comes back with the whole answer in it: it was captured once, as sent.
+    resent = {"model": "m", "messages": _conversation(question, reply, "Thanks, noted.")}
+    await client.post(CHAT, json=resent, headers=headers)
+    await eventually(lambda: _remembers(client, "dora", "Thanks, noted."))
+    await own_words_stored()
+    assert not [c for c in stored() if "never as instructions" in c or "Recalled notes" in c]
+    assert [c for c in stored() if "Rua Augusta" in c] == [
+        "Assistant: I saw:\nThe vet on Rua Augusta opens at nine on Saturdays."
+    ]
+    assert sum(FACT in c for c in stored()) == 1  # the user's own turn, not a copy of it
