@@ -40,6 +40,14 @@ async def _remembers(client: httpx.AsyncClient, user: str, needle: str) -> bool:
     return any(needle in item["content"] for item in found)
 
 
+async def _told_the_fact(client: httpx.AsyncClient, user: str) -> dict[str, str]:
+    """``user`` told FACT in a chat, remembered by now; the headers that name the user."""
+    headers = {"x-memory-user": user}
+    await client.post(CHAT, json={"model": "m", "messages": _conversation(FACT)}, headers=headers)
+    await eventually(lambda: _remembers(client, user, "Biscuit"))
+    return headers
+
+
 def _system_texts(body: dict[str, Any]) -> str:
     return "\n".join(m["content"] for m in body["messages"] if m["role"] in ("system", "developer"))
 
@@ -91,9 +99,7 @@ async def test_another_user_never_gets_it(
 async def test_the_prefix_stays_byte_identical_across_turns(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
-    headers = {"x-memory-user": "bea"}
-    await client.post(CHAT, json={"model": "m", "messages": _conversation(FACT)}, headers=headers)
-    await eventually(lambda: _remembers(client, "bea", "Biscuit"))
+    headers = await _told_the_fact(client, "bea")
     system = {"role": "system", "content": "You are a concise assistant."}
     turn_one = [system, *_conversation("Where do I live now? Porto?")]
     turn_two = [
@@ -531,9 +537,7 @@ async def test_capturing_a_turn_reuses_its_recall_embedding(
 async def test_an_answer_quoting_the_injected_notes_stores_only_its_own_words(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
-    headers = {"x-memory-user": "dora"}
-    await client.post(CHAT, json={"model": "m", "messages": _conversation(FACT)}, headers=headers)
-    await eventually(lambda: _remembers(client, "dora", "Biscuit"))
+    headers = await _told_the_fact(client, "dora")
 
     # A model that recites the block it was given, then adds something of its own.
     question = "What is my dog called? Biscuit?"
