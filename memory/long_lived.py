@@ -34,7 +34,6 @@ class LongLived:
         self._every_rows = every_rows
         self._pending = 0
         self._lock = threading.Lock()
-        self.settles = 0
 
     def added(self, rows: int) -> None:
         """``rows`` memories were added to cached scopes (loaded or upserted)."""
@@ -45,6 +44,5 @@ class LongLived:
             if self._pending < self._every_rows:
                 return
             self._pending = 0
-            self.settles += 1
         gc.collect()
         gc.freeze()

@@ -1,7 +1,8 @@
 """What an answer copied from the recalled notes is not new memory.
 
-Models quote what they were given: "As you told me, your sister Ada lives in Porto", or,
-for a small local model, the whole note block with its header. Captured as it is, the
+Models quote what they were given: a note recited word for word ("As you said, my sister
+Ada lives in Porto and keeps bees"), or, for a small local model, the whole note block with
+its header. A paraphrase is the answer's own. Captured as it is, the
 answer would store the notes again under the assistant's name, a newer copy that outlives
 a correction of the original, and the block's own wording ("Recalled notes from earlier
 conversations…") would come back as a note inside the next block. So before an answer is
