@@ -11,20 +11,40 @@ the question it was given for, and only that question stops getting the memory.
 A question is known by its *key*: a hash of its stemmed, stopword-free terms, so the same
 question asked again, in other words order or casing, is the same question, while a different
 question is not (a paraphrase with other words starts afresh). Only keys and memory ids are
-held, never text. The book lives in RAM, bounded (least recently asked questions go first),
-per process: a restart forgets it and the pooled counts, which are durable, carry on.
+held, never text. The book lives in RAM, bounded (least recently asked questions go first):
+a restart forgets it and the pooled counts, which are durable, carry on.
+
+Replicas keep one book each and tell each other what they learn through an
+:class:`OutcomeFeed` (Redis pub/sub in the proxy): a question fed back through one replica
+stops getting the memory from all of them, and a forgotten user's questions are dropped
+everywhere. The feed is best effort: a replica that missed a message (cut off, or started
+later) may inject a turned-down memory for that question again, until the question's next
+feedback turns it down there too; recall never waits for the feed.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
 
 from memory.terms import term_set
 from memory.usefulness import evidence, rejected_for_question
 
-__all__ = ["QuestionOutcomes", "question_key"]
+__all__ = [
+    "Forgotten",
+    "OutcomeFeed",
+    "OutcomeNews",
+    "QuestionOutcomes",
+    "Verdict",
+    "news_from_bytes",
+    "news_to_bytes",
+    "question_key",
+]
 
 # ~20 memories a question, ~100 bytes an entry: about 40 MB when full.
 DEFAULT_CAPACITY = 20_000
@@ -36,6 +56,70 @@ def question_key(query: str) -> str:
     if not words:
         return ""
     return hashlib.blake2b("\0".join(words).encode(), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Feedback on the memories injected for one question of a user: useful or not, or a
+    score in [-1, 1]."""
+
+    tenant: str
+    user: str
+    question: str
+    ids: tuple[str, ...]
+    feedback: bool | float
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """A user was forgotten: what was learned for their questions goes too."""
+
+    tenant: str
+    user: str
+
+
+OutcomeNews = Verdict | Forgotten
+
+
+def news_to_bytes(news: OutcomeNews) -> bytes:
+    if isinstance(news, Forgotten):
+        return orjson.dumps({"tenant": news.tenant, "user": news.user, "forgotten": True})
+    return orjson.dumps(
+        {
+            "tenant": news.tenant,
+            "user": news.user,
+            "question": news.question,
+            "ids": list(news.ids),
+            "feedback": news.feedback,
+        }
+    )
+
+
+def news_from_bytes(raw: bytes) -> OutcomeNews:
+    """Raises ``ValueError``, ``KeyError`` or ``TypeError`` on a malformed message."""
+    body = orjson.loads(raw)
+    tenant, user = str(body["tenant"]), str(body["user"])
+    if body.get("forgotten"):
+        return Forgotten(tenant, user)
+    feedback = body["feedback"]
+    if not isinstance(feedback, bool):
+        feedback = float(feedback)
+        if not -1.0 <= feedback <= 1.0:
+            raise ValueError(f"feedback {feedback} out of [-1, 1]")
+    ids = tuple(str(i) for i in body["ids"])
+    return Verdict(tenant, user, str(body["question"]), ids, feedback)
+
+
+class OutcomeFeed(Protocol):
+    """How a replica tells the others what feedback taught it, and hears what they learned."""
+
+    async def publish(self, news: OutcomeNews) -> None:
+        """Tell the other replicas; never raises (the feed is best effort)."""
+        ...
+
+    def subscribe(self, on_news: Callable[[OutcomeNews], None]) -> None:
+        """``on_news`` for what every other replica publishes, on the event loop."""
+        ...
 
 
 class QuestionOutcomes:
@@ -62,6 +146,14 @@ class QuestionOutcomes:
             outcomes[memory_id] = (was_useful + useful, was_not + not_useful)
         while len(self._questions) > self._capacity:
             self._questions.popitem(last=False)
+
+    def apply(self, news: OutcomeNews) -> None:
+        """What another replica learned (or this one: the same effect as the call it stands
+        for)."""
+        if isinstance(news, Forgotten):
+            self.forget(news.tenant, news.user)
+        else:
+            self.record(news.tenant, news.user, news.question, news.ids, news.feedback)
 
     def rejected(self, tenant: str, user: str, question: str) -> frozenset[str]:
         """The memories this question's feedback turned down."""

@@ -51,7 +51,14 @@ from memory.model import (
     parse_new_memory,
     utcnow,
 )  # fmt: skip
-from memory.outcomes import QuestionOutcomes, question_key
+from memory.outcomes import (
+    Forgotten,
+    OutcomeFeed,
+    OutcomeNews,
+    QuestionOutcomes,
+    Verdict,
+    question_key,
+)
 from memory.peers import PeerFeed
 from memory.pruner import Pruner, PruneReport
 from memory.retrieval import RecallWeights, rank
@@ -79,6 +86,7 @@ class MemoryService:
         store: MemoryStore | None = None,
         store_uri: str | None = None,
         peers: PeerFeed | None = None,
+        outcome_feed: OutcomeFeed | None = None,
         stream: StreamConfig | None = None,
         refresh_s: float = 5.0,
         tokens: TokenCounter | None = None,
@@ -119,6 +127,7 @@ class MemoryService:
             self._store, retention=retention, prior=prior, interval_s=prune_interval_s or 0.0
         )
         self._outcomes = QuestionOutcomes()
+        self._outcome_feed = outcome_feed
 
     @property
     def embedder(self) -> Embedder:
@@ -134,6 +143,8 @@ class MemoryService:
         await self._ingest.start()
         if self._prune_interval_s is not None:
             self._pruner.start()
+        if self._outcome_feed is not None:
+            self._outcome_feed.subscribe(self._outcomes.apply)
 
     async def aclose(self) -> None:
         await self._pruner.aclose()
@@ -316,7 +327,7 @@ class MemoryService:
         check_scope_part("user", user)
         await self._ingest.flush(tenant, everywhere=True)
         removed = await self._store.delete_scope(tenant, user, None)
-        self._outcomes.forget(tenant, user)
+        await self._learn(Forgotten(tenant, user))
         await self.compact(tenant)
         return removed
 
@@ -337,10 +348,16 @@ class MemoryService:
         (:attr:`RecallResult.question`), the outcome is also kept for that question.
         """
         useful, not_useful = evidence(feedback)
-        if user is not None:
-            self._outcomes.record(tenant, user, question, ids, feedback)
+        if user is not None and question:
+            await self._learn(Verdict(tenant, user, question, tuple(ids), feedback))
         await self._ingest.flush(tenant)
         return await self._store.touch(tenant, list(ids), useful=useful, not_useful=not_useful)
+
+    async def _learn(self, news: OutcomeNews) -> None:
+        """Into this replica's book of per-question outcomes, and the other replicas'."""
+        self._outcomes.apply(news)
+        if self._outcome_feed is not None:
+            await self._outcome_feed.publish(news)
 
     async def summary_input(
         self, tenant: str, user: str, session: str | None = None, *, limit: int = 200

@@ -26,7 +26,7 @@ from proxy.feedback import CalibrationBook
 from proxy.ingest_stream import RedisIngestStream
 from proxy.injection import MemoryInjector
 from proxy.keys import TenantRegistry, registry_uri
-from proxy.memory_feed import SharedPeerFeed
+from proxy.memory_feed import SharedOutcomeFeed, SharedPeerFeed
 from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
 from proxy.model_info import load_context_windows
@@ -133,6 +133,7 @@ async def open_memories(
             if settings.store_uri
             else None,
             peers=SharedPeerFeed(shared) if settings.redis_url else None,
+            outcome_feed=SharedOutcomeFeed(shared) if settings.redis_url else None,
             stream=_stream_config(settings, shared, metrics),
             refresh_s=settings.store_refresh_s,
             max_content_chars=settings.memory.max_content_chars,

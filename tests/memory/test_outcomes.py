@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from memory.outcomes import QuestionOutcomes, question_key
+import pytest
+
+from memory.outcomes import (
+    Forgotten,
+    QuestionOutcomes,
+    Verdict,
+    news_from_bytes,
+    news_to_bytes,
+    question_key,
+)
 
 Q = question_key("What is the code of Gus's gym locker?")
 
@@ -60,3 +69,31 @@ def test_forgetting_a_user_forgets_their_questions() -> None:
     assert book.rejected("t", "hal", Q) == {"m"}
     book.forget("t")
     assert book.rejected("t", "hal", Q) == frozenset()
+
+
+def test_news_travels_between_replicas_intact_and_applies_as_the_call_it_stands_for() -> None:
+    here, there = QuestionOutcomes(), QuestionOutcomes()
+    told = [
+        Verdict("t", "gus", Q, ("noise", "code"), False),
+        Verdict("t", "gus", Q, ("code",), True),
+        Verdict("t", "gus", Q, ("code",), 0.6),
+        Verdict("t", "hal", Q, ("m",), -1.0),
+    ]
+    for news in told:
+        here.apply(news)
+        there.apply(news_from_bytes(news_to_bytes(news)))
+    assert news_from_bytes(news_to_bytes(told[0])) == told[0]  # a bool stays a bool
+    assert here.rejected("t", "gus", Q) == there.rejected("t", "gus", Q) == {"noise"}
+    there.apply(news_from_bytes(news_to_bytes(Forgotten("t", "gus"))))
+    assert there.rejected("t", "gus", Q) == frozenset()
+    assert there.rejected("t", "hal", Q) == {"m"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{}", b"not json", b'{"tenant": "t", "user": "u", "question": "q", "ids": ["m"]}',
+     b'{"tenant": "t", "user": "u", "question": "q", "ids": ["m"], "feedback": 7}'],
+)  # fmt: skip
+def test_a_malformed_message_is_refused_with_an_error_the_listener_ignores(raw: bytes) -> None:
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        news_from_bytes(raw)

@@ -8,6 +8,7 @@ passes here within seconds passed through Redis.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
@@ -187,6 +188,33 @@ async def test_calibration_outcomes_from_both_replicas_add_up(
     for client in (fleet.a, fleet.b):
         calibration = (await client.get("/v1/calibration")).json()
         assert calibration["outcomes"] == pytest.approx(2.0)
+
+
+async def test_a_memory_turned_down_for_a_question_via_a_is_not_injected_for_it_by_b(
+    fleet: Fleet, upstream: FakeUpstream
+) -> None:
+    tea = await _store(fleet.a, TEA)
+    cups = await _store(fleet.a, "Ann bought new tea cups at the morning market.")
+    await eventually(lambda: _found(fleet.b, TEA_QUERY, TEA), seconds=5)
+    first = await _ask(fleet.a, upstream, TEA_QUERY, "q-1", session="q1")
+    assert first.headers["x-memory-status"] == "ok"
+    assert {tea, cups} <= set(await _injected(fleet.a, "q-1"))
+    verdict = await fleet.a.post(
+        "/v1/feedback", json={"completion_id": "q-1", "useful": False, "memory_ids": [cups]}
+    )
+    assert verdict.status_code == 200
+
+    async def turned_down_on_b() -> bool:
+        n = next(counter)
+        answer = await _ask(fleet.b, upstream, TEA_QUERY, f"q-b{n}", session=f"qb{n}")
+        assert answer.headers["x-memory-status"] == "ok"
+        injected = await _injected(fleet.b, f"q-b{n}")
+        assert tea in injected
+        return cups not in injected
+
+    counter = itertools.count()
+    # Without the outcome feed, B (which never saw the feedback) injects the cups every time.
+    await eventually(turned_down_on_b, seconds=3)
 
 
 async def test_a_regenerate_on_b_counts_against_what_a_injected(
