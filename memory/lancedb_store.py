@@ -51,7 +51,7 @@ from memory.lance_rows import (
     to_arrow,
 )
 from memory.long_lived import SETTLE_ROWS, LongLived
-from memory.model import Memory, Tier, utcnow
+from memory.model import Memory, Tier
 from memory.peers import PeerFeed, TableChange, VersionLedger
 from memory.scope_cache import ScopeCache
 from memory.store import (
@@ -216,6 +216,11 @@ class LanceMemoryStore:
         else:
             (table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
              .execute(data))  # fmt: skip
+        self._cache(tenant, memories, vectors)
+        self._after_write(tenant, table)
+
+    def _cache(self, tenant: str, memories: Sequence[Memory], vectors: Vectors) -> None:
+        """Written rows into the scopes of theirs that are cached."""
         by_user: dict[str, list[int]] = {}
         for i, memory in enumerate(memories):
             by_user.setdefault(memory.user, []).append(i)
@@ -224,7 +229,6 @@ class LanceMemoryStore:
             if scope is not None:
                 scope.upsert([memories[i] for i in rows], vectors[rows])
                 self._long_lived.added(len(rows))
-        self._after_write(tenant, table)
 
     def _after_write(self, tenant: str, table: Any) -> None:
         self._writes[tenant] = self._writes.get(tenant, 0) + 1
@@ -310,19 +314,20 @@ class LanceMemoryStore:
     def _touch(
         self, tenant: str, ids: Sequence[str], useful: float, not_useful: float, reinforced: int
     ) -> int:
-        """Read-modify-write on the writer thread, so concurrent credits never lose updates."""
+        """Add to the counters in one UPDATE: Lance re-runs it on a conflicting commit, so
+        credits that replicas sharing the table make at once all count (reading the rows
+        and writing them back lost most of them: tests/memory/test_shared_table_writes.py)."""
         table = self._table(tenant, create=False)
         if table is None or not ids:
             return 0
-        memories, vectors = from_arrow(tenant, self._query(table, col("id").isin(list(ids))))
-        now = utcnow()
-        updated = [m.model_copy(update={
-            "useful": m.useful + useful, "not_useful": m.not_useful + not_useful,
-            "reinforced": m.reinforced + reinforced, "last_used_at": now})
-            for m in memories]  # fmt: skip
-        if updated:
-            self._upsert(tenant, updated, vectors)
-        return len(updated)
+        where = col("id").isin(list(ids))
+        table.update(where=where, values_sql={
+            "useful": f"useful + {float(useful)!r}",
+            "not_useful": f"not_useful + {float(not_useful)!r}",
+            "reinforced": f"reinforced + {int(reinforced)}",
+            "last_used_at": "now()",
+        })  # fmt: skip
+        return len(self._reread(tenant, table, where))
 
     async def mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
         if not changes:
@@ -330,19 +335,40 @@ class LanceMemoryStore:
         return await self._write(tenant, lambda: self._mark(tenant, changes), ids=tuple(changes))
 
     def _mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
-        """Read-modify-write on the writer thread: the liveness/tier guard cannot race a write."""
+        """One guarded UPDATE per kind of change: applied only where the memory is still
+        live (and in ``if_tier``) when it commits, whoever changed it since the decision, and
+        never overwriting a concurrent credit as writing back whole rows did."""
         table = self._table(tenant, create=False)
         if table is None:
             return []
-        memories, vectors = from_arrow(tenant, self._query(table, col("id").isin(list(changes))))
-        rows = [
-            i for i, m in enumerate(memories)
-            if m.live and changes[m.id].if_tier in (None, m.tier)
-        ]  # fmt: skip
-        updated = [memories[i].model_copy(update=changes[memories[i].id].updates()) for i in rows]
-        if updated:
-            self._upsert(tenant, updated, vectors[rows])
-        return [m.id for m in updated]
+        live = filter_expr(ScopeFilter(None))
+        found = self._query(table, col("id").isin(list(changes)) & live, ["id", "tier"])
+        groups: dict[tuple[tuple[tuple[str, object], ...], Tier | None], list[str]] = {}
+        for memory_id, tier in zip(found["id"].to_pylist(), found["tier"].to_pylist(), strict=True):
+            change = changes[memory_id]
+            values = tuple(sorted(change.updates().items()))
+            if values and change.if_tier in (None, Tier(tier)):
+                groups.setdefault((values, change.if_tier), []).append(memory_id)
+        changed: list[str] = []
+        for (values, if_tier), group in groups.items():
+            where = col("id").isin(group) & live
+            if if_tier is not None:
+                where = where & (col("tier") == lit(if_tier.value))
+            wanted = {k: v.value if isinstance(v, Tier) else v for k, v in values}
+            if table.update(where=where, values=wanted).rows_updated == 0:
+                continue
+            for memory in self._reread(tenant, table, col("id").isin(group)):
+                if all(getattr(memory, k) == v for k, v in values):
+                    changed.append(memory.id)
+        return changed
+
+    def _reread(self, tenant: str, table: Any, where: Expr) -> list[Memory]:
+        """Rows a table-side UPDATE changed, read back into the cached scopes."""
+        memories, vectors = from_arrow(tenant, self._query(table, where))
+        if memories:
+            self._cache(tenant, memories, vectors)
+        self._after_write(tenant, table)
+        return memories
 
     # -- reads -------------------------------------------------------------------------
     @staticmethod
