@@ -19,6 +19,7 @@ from memory.store import ScopeFilter, Vectors
 
 __all__ = [
     "DIM_KEY",
+    "EDITABLE_COLUMNS",
     "MODEL_KEY",
     "TENANT_KEY",
     "decode_cursor",
@@ -57,7 +58,13 @@ def schema_for(model_id: str, dimension: int, tenant: str) -> pa.Schema:
     return pa.schema([pa.field(name, kind) for name, kind in fields], metadata=metadata)
 
 
-def to_arrow(memories: Sequence[Memory], vectors: Vectors, schema: pa.Schema) -> pa.Table:
+# What a user may change in a stored memory (``PATCH``); everything else is the engine's.
+EDITABLE_COLUMNS = ("id", "content", "content_hash", "tokens", "metadata", "tier")
+
+
+def to_arrow(memories: Sequence[Memory], vectors: Vectors | None, schema: pa.Schema) -> pa.Table:
+    """Rows of ``schema``'s columns, which may be a subset of the table's (``vector`` only
+    where ``vectors`` are given)."""
     columns: dict[str, list[Any]] = {name: [] for name in schema.names if name != "vector"}
     for m in memories:
         row = m.model_dump(exclude={"tenant"})
@@ -67,10 +74,11 @@ def to_arrow(memories: Sequence[Memory], vectors: Vectors, schema: pa.Schema) ->
         row["metadata"] = json.dumps(m.metadata, separators=(",", ":"), default=str)
         for name in columns:
             columns[name].append(row[name])
-    flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
-    dim = schema.field("vector").type.list_size
     arrays = {n: pa.array(v, schema.field(n).type) for n, v in columns.items()}
-    arrays["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
+    if vectors is not None:
+        flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
+        dim = schema.field("vector").type.list_size
+        arrays["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
     return pa.Table.from_pydict(arrays, schema=schema)
 
 

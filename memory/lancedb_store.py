@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 from memory.index import ScopeIndex
 from memory.lance_rows import (
     DIM_KEY,
+    EDITABLE_COLUMNS,
     MODEL_KEY,
     TENANT_KEY,
     decode_cursor,
@@ -328,6 +329,30 @@ class LanceMemoryStore:
             "last_used_at": "now()",
         })  # fmt: skip
         return len(self._reread(tenant, table, where))
+
+    async def revise(self, tenant: str, memory: Memory, vector: Vectors | None) -> Memory | None:
+        return await self._write(
+            tenant, lambda: self._revise(tenant, memory, vector), ids=(memory.id,)
+        )
+
+    def _revise(self, tenant: str, memory: Memory, vector: Vectors | None) -> Memory | None:
+        """A merge of the edited columns alone: no row is inserted when the memory was
+        forgotten meanwhile, and counters credited meanwhile are not written back."""
+        table = self._table(tenant, create=False)
+        if table is None:
+            return None
+        names = [*EDITABLE_COLUMNS, *(["vector"] if vector is not None else [])]
+        schema = pa.schema([table.schema.field(name) for name in names])
+        vectors = None if vector is None else np.asarray(vector, np.float32).reshape(1, -1)
+        merged = (
+            table.merge_insert("id")
+            .when_matched_update_all()
+            .execute(to_arrow([memory], vectors, schema))
+        )
+        if merged.num_updated_rows == 0:
+            return None
+        stored = self._reread(tenant, table, col("id") == lit(memory.id))
+        return stored[0] if stored else None
 
     async def mark(self, tenant: str, changes: Mapping[str, Change]) -> list[str]:
         if not changes:

@@ -303,9 +303,9 @@ class MemoryService:
                 content=text, content_hash=content_hash(text), tokens=self._tokens.count(text)
             )
             vector = (await asyncio.to_thread(self._embedder.embed_batch, [text]))[0]
-        updated = memory.model_copy(update=changes)
-        await self._store.add(tenant, [updated], vector.reshape(1, -1))
-        return updated
+        # Only the edited fields are written: forgotten meanwhile, it stays forgotten (None).
+        revised = memory.model_copy(update=changes)
+        return await self._store.revise(tenant, revised, vector if content is not None else None)
 
     async def delete(self, tenant: str, memory_id: str, *, user: str | None = None) -> bool:
         if await self.get(tenant, memory_id, user=user) is None:

@@ -123,6 +123,12 @@ class MemoryStore(Protocol):
         """Upsert by id; ``new=True`` promises the ids are not stored yet (plain append)."""
         ...
 
+    async def revise(self, tenant: str, memory: Memory, vector: Vectors | None) -> Memory | None:
+        """Write what a user may edit (content, its hash and token count, metadata, tier;
+        with ``vector``, the embedding) into the stored memory of that id, leaving the rest
+        as stored; the memory as it is now, or None when it is not stored (never re-added)."""
+        ...
+
     async def candidates(
         self,
         tenant: str,

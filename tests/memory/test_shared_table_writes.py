@@ -132,3 +132,25 @@ async def test_a_cached_scope_sees_its_own_credit_at_once(
     by_id = {m.id: m for m in found.memories}
     assert by_id["m1"].useful == 2.0
     assert "m2" not in by_id
+
+
+async def test_an_edit_keeps_what_was_credited_meanwhile_and_never_revives_a_forgotten_memory(
+    replicas: tuple[LanceMemoryStore, LanceMemoryStore],
+) -> None:
+    a, b = replicas
+    read_before = await _stored(a, "m0")  # the edit is decided on this read
+    await b.touch("t", ["m0"], useful=3.0)
+    text = "note 0 about the allotment, moved to plot 7"
+    edited = read_before.model_copy(
+        update={"content": text, "content_hash": content_hash(text), "metadata": {"plot": 7}}
+    )
+    revised = await a.revise("t", edited, EMB.embed_batch([text])[0])
+    assert revised is not None and revised.content == text and revised.useful == 3.0
+    stored, vector = await a.get("t", "m0") or pytest.fail("m0 is gone")
+    assert (stored.content, stored.metadata, stored.useful) == (text, {"plot": 7}, 3.0)
+    assert vector.tolist() == pytest.approx(EMB.embed_batch([text])[0].tolist())
+
+    gone = await _stored(a, "m1")
+    assert await b.delete("t", ["m1"]) == 1
+    assert await a.revise("t", gone.model_copy(update={"tier": Tier.SEMANTIC}), None) is None
+    assert await a.get("t", "m1") is None
