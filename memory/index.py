@@ -7,7 +7,7 @@ so the two never diverge within one process.
 
 Rows are append-only: an update or removal marks the old row dead (``alive`` False) and an
 update appends a new row. Once dead rows pass a third of the total, the index rebuilds itself.
-Every public method takes the scope's lock: the writer thread and searches run concurrently.
+Every public method takes the scope's lock: the tenant's writer and searches run concurrently.
 """
 
 from __future__ import annotations

@@ -4,14 +4,15 @@
   is safe, two tenants never share a table). The embedding model id and dimension live in
   the table's schema metadata; opening a table with another model raises
   :class:`ModelMismatch`.
-- Every mutation runs on one writer thread, so writes to a table are serialised (Lance
-  commits never conflict and read-modify-write such as usefulness credit is atomic), and
-  compaction runs there too every ``optimize_every`` writes. Vector index creation, which
-  takes minutes at scale, runs on a separate maintenance thread.
+- Every mutation runs in its tenant's writer lane (:mod:`memory.lanes`), so this replica's
+  writes to a table are serialised and another tenant's slow work never waits in front of
+  them; compaction runs there too every ``optimize_every`` writes. Vector index creation,
+  which takes minutes at scale, runs on a separate maintenance thread. Counters and state
+  changes are table-side UPDATEs, atomic across replicas too.
 - Filters are :mod:`lancedb.expr` expressions built from typed values, never SQL text.
 - Hot-path search is answered from per-(tenant, user) :class:`memory.index.ScopeIndex`
-  objects, loaded lazily *on the writer thread* (so a load never races a write) and kept in
-  sync by the writer; least recently used scopes are evicted past ``max_cached_rows``.
+  objects, loaded lazily *in the tenant's writer lane* (so a load never races a write) and
+  kept in sync by the writer; least recently used scopes are evicted past ``max_cached_rows``.
 - With a :class:`memory.peers.PeerFeed` (replicas sharing the tables), every commit is
   announced to the other replicas and theirs are applied here (see :mod:`memory.peers`);
   tables are then read at their latest version on every operation.
@@ -51,6 +52,7 @@ from memory.lance_rows import (
     table_name,
     to_arrow,
 )
+from memory.lanes import Lanes
 from memory.long_lived import SETTLE_ROWS, LongLived
 from memory.model import Memory, Tier
 from memory.peers import PeerFeed, TableChange, VersionLedger
@@ -101,12 +103,15 @@ class LanceMemoryStore:
         self._long_lived = LongLived(settle_rows)  # cached rows out of full collections
         self._peers = peers
         self._refresh_s = refresh_s
-        self._versions = VersionLedger()  # writer thread only
+        self._versions = VersionLedger()  # each tenant's entries in its writer lane only
         self._checked: dict[str, float] = {}  # tenant -> when its version was last checked
         self._closed = False
         self._writes: dict[str, int] = {}
         self._indexed: set[str] = set()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="memshadow-lance-writer")
+        # One lane per tenant (memory.lanes): a table keeps one writer, and a tenant's slow
+        # scope load or write holds up no other tenant. Four, so two tenants' long loads
+        # still leave lanes for the rest; what runs at once is bounded by the cores anyway.
+        self._writer = Lanes(4, thread_name_prefix="memshadow-lance-writer")
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="memshadow-lance-maint")
         # Recall has its own small pool: it never queues behind ingestion's embedding batches
         # and WAL writes in the default executor, and a recall whose caller gave up (deadline)
@@ -136,15 +141,16 @@ class LanceMemoryStore:
 
     async def aclose(self) -> None:
         self._closed = True
-        await asyncio.to_thread(self._writer.shutdown, wait=True)
+        await asyncio.to_thread(self._writer.shutdown)
         await asyncio.to_thread(self._maintenance.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self._recall.shutdown, wait=True, cancel_futures=True)
 
-    async def _on_writer(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+    async def _on_writer(self, tenant: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the tenant's writer lane, after what the lane holds already."""
+        return await asyncio.wrap_future(self._writer.submit(tenant, fn))
 
     async def _write(self, tenant: str, op: Callable[[], T], **touched: Any) -> T:
-        """Run a mutation on the writer thread; with peers, account for the versions it
+        """Run a mutation in the tenant's writer lane; with peers, account for the versions it
         committed and announce them (awaited: a forget is announced before it returns)."""
 
         def run() -> tuple[T, TableChange | None]:
@@ -160,7 +166,7 @@ class LanceMemoryStore:
             self._versions.note(tenant, before + 1, after)
             return result, TableChange(tenant, before + 1, after, **touched)
 
-        result, change = await self._on_writer(run)
+        result, change = await self._on_writer(tenant, run)
         if change is not None and self._peers is not None:
             await self._peers.publish(change)
         return result
@@ -402,7 +408,8 @@ class LanceMemoryStore:
         return (query.select(columns) if columns else query).to_arrow()
 
     def _load_scope(self, tenant: str, user: str) -> ScopeIndex | None:
-        """Runs on the writer thread, so no write can slip between the read and the cache."""
+        """Runs in the tenant's writer lane, so no write can slip between the read and the
+        cache."""
         cached = self._scopes.get(tenant, user)
         if cached is not None:
             return cached
@@ -427,13 +434,13 @@ class LanceMemoryStore:
         self._check_later(tenant)
         scope = self._scopes.get(tenant, user)
         if scope is None:
-            scope = await self._on_writer(lambda: self._load_scope(tenant, user))
+            scope = await self._on_writer(tenant, lambda: self._load_scope(tenant, user))
         return scope
 
     # -- other replicas (see memory.peers) -----------------------------------------------
     def _on_peer_change(self, change: TableChange) -> None:
         """On the event loop, as the announcement arrives: what it removed leaves RAM at
-        once; what it wrote is re-read from the table on the writer thread."""
+        once; what it wrote is re-read from the table in the tenant's writer lane."""
         if self._closed:
             return
         if change.removed:
@@ -443,7 +450,9 @@ class LanceMemoryStore:
                     user == change.user or any(scope.get(i) is not None for i in change.ids)
                 ),
             )
-        self._writer.submit(self._apply_peer_change, change).add_done_callback(_log_failure)
+        self._writer.submit(
+            change.tenant, lambda: self._apply_peer_change(change)
+        ).add_done_callback(_log_failure)
 
     def _on_peer_gap(self) -> None:
         """Announcements may have been missed: trust nothing cached."""
@@ -478,7 +487,8 @@ class LanceMemoryStore:
         if now - self._checked.get(tenant, float("-inf")) < self._refresh_s:
             return
         self._checked[tenant] = now
-        self._writer.submit(self._check_version, tenant).add_done_callback(_log_failure)
+        checked = self._writer.submit(tenant, lambda: self._check_version(tenant))
+        checked.add_done_callback(_log_failure)
 
     def _check_version(self, tenant: str) -> None:
         table = self._table(tenant, create=False)

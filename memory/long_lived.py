@@ -10,7 +10,7 @@ and ~260 ms with 100k, and the store caches up to 2M rows. In the proxy under lo
 ``gc.freeze()`` moves every live object into a permanent generation that collections skip;
 reference counting still frees them, and a scope holds no reference cycle, so an evicted or
 forgotten scope is freed at once. What freezing must not do is keep cyclic garbage until
-shutdown, so a full collection runs first, on the writer thread that added the rows: it
+shutdown, so a full collection runs first, in the writer lane that added the rows: it
 traverses only what is not frozen yet (what was allocated since the previous settle), once.
 """
 

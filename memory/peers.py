@@ -89,8 +89,8 @@ class VersionLedger:
     """Per tenant, the table versions that this replica's cached scopes account for.
 
     ``base`` is the version every cached scope of the tenant reflects at least; versions
-    above it are accounted for one by one as this replica commits or hears of them. Not
-    thread-safe: the store uses it from its writer thread only.
+    above it are accounted for one by one as this replica commits or hears of them. Each
+    tenant's entries are used from that tenant's writer lane only (:mod:`memory.lanes`).
     """
 
     _base: dict[str, int] = field(default_factory=dict)
