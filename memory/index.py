@@ -21,12 +21,14 @@ from concurrent.futures import Executor
 import numpy as np
 import numpy.typing as npt
 
+from memory.context import CONTEXT_REACH, DATED_BOOST, around, lift
 from memory.model import Memory, Tier
 from memory.retrieval import time_windows
+from memory.scan import dots, scan, top
 from memory.store import Candidates, Vectors
 from memory.terms import terms
 
-__all__ = ["ScopeIndex", "in_context"]
+__all__ = ["ScopeIndex"]
 
 _TIER_CODE = {tier: code for code, tier in enumerate(Tier)}
 _BM25_K1 = 1.2
@@ -36,10 +38,6 @@ _BM25_B = 0.4
 # A memory stored right after another of the same session, within this gap, continues the same
 # exchange: a question and its answer, the turns of one imported conversation.
 _NEIGHBOUR_GAP_S = 3600.0
-# How many rows either side lend context (LoCoMo dev R@10: 1 → 74.6, 2 → 77.2).
-_CONTEXT_REACH = 2
-# When the query names a date, memories from around that date weigh this much more.
-_DATED_BOOST = 0.5
 # Scopes above this many rows get a binary first pass: the float matrix of 100k rows is 150 MB
 # and a scan of it is memory-bandwidth bound (16-24 ms on the shared 2-core box). Sign bits of
 # the centred vectors (48 bytes a row) rank every row by Hamming distance, then the best
@@ -54,9 +52,6 @@ PREFILTER_SHORTLIST = 1_000
 # 0.975), hence at least 1% of the rows.
 PREFILTER_CANDIDATES = 4_000
 PREFILTER_CANDIDATE_SHARE = 0.01
-# Rows per block of an exact scan (see _scan): small enough that two threads share a 10k scope
-# evenly, large enough that the per-block Python cost stays a few percent.
-_SCAN_BLOCK = 1024
 
 
 class _Postings:
@@ -312,8 +307,8 @@ class ScopeIndex:
         helper: Executor | None = None,
     ) -> Candidates:
         """Top ``limit`` by cosine and top ``limit`` by BM25 among the allowed live rows,
-        each score lifted by its context (:func:`in_context`). ``helper``: an executor whose
-        idle thread may share the cosine scan (see :func:`_scan`).
+        each score lifted by its context (:func:`memory.context.in_context`). ``helper``: an executor whose
+        idle thread may share the cosine scan (see :func:`memory.scan.scan`).
 
         The lift runs only around the rows that can reach a top ``limit`` (see
         :meth:`_reachable`), not over the whole scope: the same result, without a dozen
@@ -331,36 +326,36 @@ class ScopeIndex:
             bm25 = self._bm25(query_text, n)
             keyword_core = self._reachable(bm25, allowed, limit, dated, positive=True)
             if exact or n <= PREFILTER_MIN_ROWS or searched <= PREFILTER_SHORTLIST:
-                cosine = _scan(self._vectors, n, query_vector, helper)
+                cosine = scan(self._vectors, n, query_vector, helper)
                 core = np.union1d(self._reachable(cosine, allowed, limit, dated), keyword_core)
-                scored = _around(core, 2 * _CONTEXT_REACH, n)
-                sims = _lift(cosine[scored], link, scored, dated)
-                keyword = _lift(bm25[scored], link, scored, dated)
+                scored = around(core, 2 * CONTEXT_REACH, n)
+                sims = lift(cosine[scored], link, scored, dated)
+                keyword = lift(bm25[scored], link, scored, dated)
                 usable = np.flatnonzero(allowed[scored])
-                vector_top = scored[usable[_top(sims[usable], min(limit, searched))]]
+                vector_top = scored[usable[top(sims[usable], min(limit, searched))]]
                 matched = usable[keyword[usable] > 0]
-                keyword_top = scored[matched[_top(keyword[matched], limit)]]
+                keyword_top = scored[matched[top(keyword[matched], limit)]]
                 rows = _merged(vector_top, keyword_top)
                 at = np.searchsorted(scored, rows)
                 vector_sim, keyword_score = sims[at], keyword[at]
             else:
-                scored = _around(keyword_core, 2 * _CONTEXT_REACH, n)
-                keyword = _lift(bm25[scored], link, scored, dated)
+                scored = around(keyword_core, 2 * CONTEXT_REACH, n)
+                keyword = lift(bm25[scored], link, scored, dated)
                 matched = np.flatnonzero(allowed[scored] & (keyword > 0))
-                keyword_top = scored[matched[_top(keyword[matched], limit)]]
+                keyword_top = scored[matched[top(keyword[matched], limit)]]
                 # Only the shortlisted rows and their neighbours are scored: the context lift
                 # runs on them alone (a row outside them can lift nothing).
                 shortlist = self._prefiltered(query_vector, allowed, keyword_top, n)
-                dots = _dots(self._vectors, shortlist, query_vector)
-                sims = _lift(dots, link, shortlist, dated)
+                cosine = dots(self._vectors, shortlist, query_vector)
+                sims = lift(cosine, link, shortlist, dated)
                 usable = np.flatnonzero(allowed[shortlist])
-                vector_top = shortlist[usable[_top(sims[usable], min(limit, searched))]]
+                vector_top = shortlist[usable[top(sims[usable], min(limit, searched))]]
                 rows = _merged(vector_top, keyword_top)
                 vector_sim = sims[np.searchsorted(shortlist, rows)]
                 # BM25 of the vector top, lifted exactly around every returned row.
-                around = _around(rows, 2 * _CONTEXT_REACH, n)
-                keyword = _lift(bm25[around], link, around, dated)
-                keyword_score = keyword[np.searchsorted(around, rows)]
+                neighbourhood = around(rows, 2 * CONTEXT_REACH, n)
+                keyword = lift(bm25[neighbourhood], link, neighbourhood, dated)
+                keyword_score = keyword[np.searchsorted(neighbourhood, rows)]
             row_list = rows.tolist()
             return Candidates(
                 memories=[self._memories[r] for r in row_list],
@@ -385,10 +380,10 @@ class ScopeIndex:
         """The rows whose context can reach the top ``limit`` once lifted.
 
         A lifted score is at least the row's own score and at most the best raw score
-        within ``_CONTEXT_REACH`` of it (times the date boost). So with ``T`` the
+        within ``CONTEXT_REACH`` of it (times the date boost). So with ``T`` the
         ``limit``-th best allowed raw score (boosted), a row whose neighbourhood holds no
         raw score of at least ``T / boost`` cannot make the top; the rows returned are
-        those that reach it, and the top lies within ``_CONTEXT_REACH`` of them. With
+        those that reach it, and the top lies within ``CONTEXT_REACH`` of them. With
         ``positive``, only rows scoring above 0 count (BM25: a lift from nothing is 0).
         """
         if positive:
@@ -400,12 +395,12 @@ class ScopeIndex:
             hits, rows = None, np.flatnonzero(allowed)
         values = raw[rows]
         if dated is not None:
-            values = np.where(dated[rows] & (values > 0), values * (1.0 + _DATED_BOOST), values)
+            values = np.where(dated[rows] & (values > 0), values * (1.0 + DATED_BOOST), values)
         if len(values) <= limit:
             return hits if hits is not None else np.arange(len(raw))
         floor = float(np.partition(values, len(values) - limit)[len(values) - limit])
         if dated is not None and floor > 0:
-            floor /= 1.0 + _DATED_BOOST
+            floor /= 1.0 + DATED_BOOST
         floor -= 1e-6 * (1.0 + abs(floor))  # float32 rounding of the boost must not drop a tie
         if hits is not None:
             return hits[raw[hits] >= floor]
@@ -456,9 +451,9 @@ class ScopeIndex:
         cut = int(np.searchsorted(counts, wanted))
         near = np.flatnonzero(distance <= cut)
         if len(near) > PREFILTER_SHORTLIST:
-            cosine = _dots(self._vectors, near, query)
+            cosine = dots(self._vectors, near, query)
             near = near[np.argpartition(-cosine, PREFILTER_SHORTLIST - 1)[:PREFILTER_SHORTLIST]]
-        return _around(np.concatenate([near, keyword_top]), _CONTEXT_REACH, n)
+        return around(np.concatenate([near, keyword_top]), CONTEXT_REACH, n)
 
     def _dated(self, query_text: str, n: int) -> npt.NDArray[np.bool_] | None:
         """Rows created inside a time window the query names, or None when it names none."""
@@ -496,132 +491,9 @@ class ScopeIndex:
         return scores
 
 
-def in_context(
-    scores: npt.NDArray[np.float32], link: npt.NDArray[np.bool_], reach: int = _CONTEXT_REACH
-) -> npt.NDArray[np.float32]:
-    """Each row's score lifted towards better neighbours': halfway for the adjacent ones, a
-    quarter of the way for those two rows off, and so on up to ``reach``.
-
-    ``link[i]`` says row ``i`` continues row ``i - 1``; neighbours count only through an
-    unbroken chain of links. A turn that only makes sense next to the one before it ("Yes,
-    since last spring!") is found through its neighbour, and a topic discussed over several
-    turns outranks a word that happens to occur once. A row never scores above its best
-    neighbour, so the scores keep their scale (cosine stays cosine).
-    """
-    out = scores.astype(np.float32, copy=True)
-    chained = link.copy()  # chained[i]: rows i - distance … i are one exchange
-    for distance in range(1, reach + 1):
-        if distance > 1:
-            chained[distance - 1 :] &= link[: len(link) - distance + 1]
-            chained[: distance - 1] = False
-        neighbour = np.full_like(out, -np.inf)
-        neighbour[distance:] = np.where(chained[distance:], scores[:-distance], -np.inf)
-        neighbour[:-distance] = np.maximum(
-            neighbour[:-distance], np.where(chained[distance:], scores[distance:], -np.inf)
-        )
-        out = np.where(neighbour > out, out + (neighbour - out) * 0.5**distance, out)
-    return out.astype(np.float32)
-
-
 def _merged(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Rows of ``first`` then those of ``second`` not already in it, in order."""
     return np.asarray(list(dict.fromkeys([*first.tolist(), *second.tolist()])), np.int64)
-
-
-def _around(rows: npt.NDArray[np.int64], reach: int, n: int) -> npt.NDArray[np.int64]:
-    """``rows`` and every row within ``reach`` of one, ascending, inside ``[0, n)``."""
-    offsets = np.arange(-reach, reach + 1)
-    spread: npt.NDArray[np.int64] = np.clip((rows[:, None] + offsets[None, :]).ravel(), 0, n - 1)
-    spread.sort()  # sort + drop repeats: np.unique hashes first, 5x slower on these sizes
-    first = np.ones(len(spread), bool)
-    first[1:] = spread[1:] != spread[:-1]
-    return spread[first]
-
-
-def _lift(
-    raw: npt.NDArray[np.float32],
-    link: npt.NDArray[np.bool_],
-    rows: npt.NDArray[np.int64],
-    dated: npt.NDArray[np.bool_] | None,
-) -> npt.NDArray[np.float32]:
-    """:func:`in_context` over the ascending ``rows`` alone (``raw`` holds their scores), then
-    the date boost. Chains break where ``rows`` skip a row, so the result is exact for rows
-    whose whole ``_CONTEXT_REACH`` neighbourhood is among ``rows``."""
-    chain = link[rows]
-    if len(rows):
-        chain[1:] &= np.diff(rows) == 1
-        chain[0] = False
-    lifted = in_context(raw, chain)
-    if dated is not None:
-        boosted = dated[rows] & (lifted > 0)
-        lifted = np.where(boosted, lifted * np.float32(1.0 + _DATED_BOOST), lifted)
-    return lifted.astype(np.float32, copy=False)
-
-
-def _dots(
-    matrix: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], query: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    """``matrix[rows] @ query`` through a small cache-resident buffer: one big gathered copy
-    costs page faults and a multi-threaded BLAS call (4.5 ms for 5k rows on the busy box,
-    against 1.5 ms this way)."""
-    out = np.empty(len(rows), np.float32)
-    buffer = np.empty((min(512, len(rows)), matrix.shape[1]), np.float32)
-    for start in range(0, len(rows), 512):
-        chunk = rows[start : start + 512]
-        block = buffer[: len(chunk)]
-        np.take(matrix, chunk, axis=0, out=block)
-        np.dot(block, query, out=out[start : start + len(chunk)])
-    return out
-
-
-def _scan(
-    matrix: npt.NDArray[np.float32],
-    n: int,
-    query: npt.NDArray[np.float32],
-    helper: Executor | None = None,
-) -> npt.NDArray[np.float32]:
-    """``matrix[:n] @ query`` in blocks of ``_SCAN_BLOCK`` rows (no temporary of the scope's
-    size), each single-threaded in OpenBLAS (the store limits BLAS to one thread at start).
-
-    With ``helper``, a second thread takes blocks too: one core cannot stream a scope's
-    matrix (15 MB at 10k rows) at the memory's speed. 10k rows on the 2-core box: 2.1-2.2 ms
-    on one thread, 0.9-1.1 ms helped; with both cores taken by other processes, about the
-    same either way (2.4 / 2.6 ms p50, p90 6.7 / 3.2 ms). The caller never waits for the
-    helper to start: it takes every block the helper has not, and waits only for a block
-    the helper is computing, so a busy recall pool costs nothing.
-    """
-    query = np.asarray(query, np.float32)
-    out = np.empty(n, np.float32)
-    starts = iter(range(0, n, _SCAN_BLOCK))
-    taking = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with taking:
-                start = next(starts, None)
-            if start is None:
-                return
-            stop = min(start + _SCAN_BLOCK, n)
-            np.dot(matrix[start:stop], query, out=out[start:stop])
-
-    if helper is None or n <= 2 * _SCAN_BLOCK:
-        work()
-        return out
-    helping = helper.submit(work)
-    work()
-    if not helping.cancel():  # started: it may still be computing the block it took
-        helping.result()
-    return out
-
-
-def _top(scores: npt.NDArray[np.floating], k: int) -> npt.NDArray[np.int64]:
-    """Indices of the ``k`` best finite scores, best first."""
-    finite = int(np.isfinite(scores).sum())
-    k = min(k, finite)
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
 
 
 def _ranks(rows: list[int], top: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:

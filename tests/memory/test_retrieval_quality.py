@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from memory.index import in_context
+from memory.context import in_context
 from memory.retrieval import time_windows
 from memory.terms import stem, terms
 from tests.memory.test_ranking import index_of, memory, recall
