@@ -307,8 +307,8 @@ class ScopeIndex:
         helper: Executor | None = None,
     ) -> Candidates:
         """Top ``limit`` by cosine and top ``limit`` by BM25 among the allowed live rows,
-        each score lifted by its context (:func:`memory.context.in_context`). ``helper``: an executor whose
-        idle thread may share the cosine scan (see :func:`memory.scan.scan`).
+        each score lifted by its context (:func:`memory.context.in_context`). ``helper``: an
+        executor whose idle thread may share the cosine scan (see :func:`memory.scan.scan`).
 
         The lift runs only around the rows that can reach a top ``limit`` (see
         :meth:`_reachable`), not over the whole scope: the same result, without a dozen
