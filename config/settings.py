@@ -63,6 +63,14 @@ class MemorySettings(BaseModel):
         description="Path or name of a sentence-transformers model; default: bundled MiniLM.",
     )
     max_content_chars: int = 32_000
+    prewarm_rows: int = Field(
+        default=200_000,
+        ge=0,
+        description=(
+            "At start, load the RAM search structures of the most recently active users, up to"
+            " this many memories, so their first recall does not wait for a load (0: off)."
+        ),
+    )
     max_concurrent_recalls: int = Field(
         default=16,
         ge=1,

@@ -610,6 +610,58 @@ class LanceMemoryStore:
                 out.append(tenant.decode())
         return sorted(out)
 
+    @property
+    def cached_rows(self) -> int:
+        return self._scopes.rows
+
+    async def prewarm(self, max_rows: int) -> tuple[int, int]:
+        """Load the scopes of the users active most recently (a memory written or used),
+        newest first, while they fit in ``max_rows`` (and the cache).
+
+        A scope is otherwise loaded by its first recall, and a large one takes longer than a
+        recall's deadline (10k memories: ~1 s here): after a restart, each busy user's first
+        request would go without memory. One scope at a time, in its tenant's lane.
+        """
+        budget = min(max_rows, self._scopes.max_rows)
+        users: list[tuple[float, str, str, int]] = []
+        for tenant in await self.tenants():
+            activity = await asyncio.to_thread(self._activity, tenant)
+            users.extend((latest, tenant, user, rows) for user, rows, latest in activity)
+        scopes = loaded = 0
+        for _, tenant, user, rows in sorted(users, reverse=True):
+            if self._closed:
+                break
+            if loaded + rows > budget:
+                continue  # a smaller scope may still fit
+            if await self._scope(tenant, user) is not None:
+                scopes, loaded = scopes + 1, loaded + rows
+        return scopes, loaded
+
+    def _activity(self, tenant: str) -> list[tuple[str, int, float]]:
+        """Per user of the tenant: live memories, and when one was last written or used."""
+        table = self._table(tenant, create=False)
+        if table is None:
+            return []
+        rows = self._query(
+            table, filter_expr(ScopeFilter(None)), ["user", "created_at", "last_used_at"]
+        )
+        if rows.num_rows == 0:
+            return []
+        stats = rows.group_by("user").aggregate(
+            [("user", "count"), ("created_at", "max"), ("last_used_at", "max")]
+        )
+        latest = [
+            max(created, used).timestamp()
+            for created, used in zip(
+                stats["created_at_max"].to_pylist(),
+                stats["last_used_at_max"].to_pylist(),
+                strict=True,
+            )
+        ]
+        return list(
+            zip(stats["user"].to_pylist(), stats["user_count"].to_pylist(), latest, strict=True)
+        )
+
     async def open_tenant(self, tenant: str) -> None:
         """Create or open the tenant's table; raises :class:`ModelMismatch` on a model change."""
         await asyncio.to_thread(self._table, tenant, create=True)

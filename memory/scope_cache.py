@@ -42,6 +42,16 @@ class ScopeCache:
                 _, evicted = self._scopes.popitem(last=False)
                 total -= evicted.rows
 
+    @property
+    def max_rows(self) -> int:
+        return self._max_rows
+
+    @property
+    def rows(self) -> int:
+        """Rows of every cached scope (live or not: what they hold in RAM)."""
+        with self._lock:
+            return sum(s.rows for s in self._scopes.values())
+
     def of_tenant(self, tenant: str) -> dict[str, ScopeIndex]:
         """The tenant's cached scopes, by user."""
         with self._lock:

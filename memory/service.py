@@ -26,6 +26,9 @@ acknowledged before them, so a forgotten memory cannot come back from the stream
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -71,6 +74,8 @@ from policies.retention import DEFAULT_RETENTION, RetentionPolicy
 
 __all__ = ["MemoryService"]
 
+log = logging.getLogger(__name__)
+
 _MAX_QUERY_CHARS = 8_000  # a huge query is truncated, not refused: recall must not fail a chat
 _IMPORT_BATCH = 512
 
@@ -99,6 +104,7 @@ class MemoryService:
         near_duplicate: float = 0.95,
         max_k: int = 100,
         prune_interval_s: float | None = 600.0,
+        prewarm_rows: int = 0,
     ) -> None:
         self._embedder = embedder
         # The tables may be shared (store_uri, peers); the write-ahead log is this host's.
@@ -128,6 +134,8 @@ class MemoryService:
         )
         self._outcomes = QuestionOutcomes()
         self._outcome_feed = outcome_feed
+        self._prewarm_rows = prewarm_rows
+        self._prewarming: asyncio.Task[None] | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -145,8 +153,32 @@ class MemoryService:
             self._pruner.start()
         if self._outcome_feed is not None:
             self._outcome_feed.subscribe(self._outcomes.apply)
+        if self._prewarm_rows > 0:
+            self._prewarming = asyncio.create_task(self._prewarm(), name="memshadow-prewarm")
+
+    async def _prewarm(self) -> None:
+        """Busy users' scopes into RAM after a start (see the store's ``prewarm``), while
+        requests are already served: until it is done, a first recall loads its own scope."""
+        started = time.monotonic()
+        try:
+            scopes, rows = await self._store.prewarm(self._prewarm_rows)
+        except (OSError, RuntimeError, ValueError) as error:
+            log.warning("prewarming scopes failed: %s", error)
+            return
+        log.info(
+            "prewarmed %d scopes (%d memories) in %.1f s", scopes, rows, time.monotonic() - started
+        )
+
+    @property
+    def cached_rows(self) -> int:
+        """Memories held in the RAM search structures of cached scopes."""
+        return self._store.cached_rows
 
     async def aclose(self) -> None:
+        if self._prewarming is not None:
+            self._prewarming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prewarming
         await self._pruner.aclose()
         await self._ingest.aclose()
         self._applier.close()

@@ -191,6 +191,16 @@ class MemoryStore(Protocol):
 
     async def open_tenant(self, tenant: str) -> None: ...
 
+    async def prewarm(self, max_rows: int) -> tuple[int, int]:
+        """Load the search structures of the most recently active users into RAM, up to
+        ``max_rows`` memories; the scopes and memories loaded."""
+        ...
+
+    @property
+    def cached_rows(self) -> int:
+        """Memories held in RAM search structures now."""
+        ...
+
     async def optimize(self, tenant: str, *, cleanup: bool = True) -> None: ...
 
     def export(self, tenant: str, scope: ScopeFilter) -> AsyncIterator[tuple[Memory, Vectors]]: ...

@@ -137,9 +137,11 @@ async def open_memories(
             stream=_stream_config(settings, shared, metrics),
             refresh_s=settings.store_refresh_s,
             max_content_chars=settings.memory.max_content_chars,
+            prewarm_rows=settings.memory.prewarm_rows,
         )
         await service.start()
         metrics.ingest_writer_tenants.set_function(lambda: service.writing)
+        metrics.scope_cache_rows.set_function(lambda: service.cached_rows)
     except (OSError, RuntimeError, ValueError) as error:
         logger.error("memory engine unavailable, serving as a plain proxy: %s", error)
         return None

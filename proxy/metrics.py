@@ -102,6 +102,11 @@ class Metrics:
             " searchable.",
             registry=self.registry,
         )
+        self.scope_cache_rows = Gauge(
+            "memshadow_scope_cache_rows",
+            "Memories held in RAM search structures (cached scopes), up to the cache's bound.",
+            registry=self.registry,
+        )
         self.ingest_writer_tenants = Gauge(
             "memshadow_ingest_writer_tenants",
             "Tenants whose shared ingestion stream this replica applies (holds the lease of).",
