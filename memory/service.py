@@ -322,7 +322,7 @@ class MemoryService:
         found = await self._store.get(tenant, memory_id)
         if found is None or (user is not None and found[0].user != user):
             return None
-        memory, vector = found
+        memory, vector = found[0], None  # re-embedded only when the content changes
         changes: dict[str, Any] = {}
         if tier is not None:
             changes["tier"] = Tier(tier)
@@ -337,7 +337,7 @@ class MemoryService:
             vector = (await asyncio.to_thread(self._embedder.embed_batch, [text]))[0]
         # Only the edited fields are written: forgotten meanwhile, it stays forgotten (None).
         revised = memory.model_copy(update=changes)
-        return await self._store.revise(tenant, revised, vector if content is not None else None)
+        return await self._store.revise(tenant, revised, vector)
 
     async def delete(self, tenant: str, memory_id: str, *, user: str | None = None) -> bool:
         if await self.get(tenant, memory_id, user=user) is None:
