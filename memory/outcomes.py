@@ -11,8 +11,9 @@ the question it was given for, and only that question stops getting the memory.
 A question is known by its *key*: a hash of its stemmed, stopword-free terms, so the same
 question asked again, in other words order or casing, is the same question, while a different
 question is not (a paraphrase with other words starts afresh). Only keys and memory ids are
-held, never text. The book lives in RAM, bounded (least recently asked questions go first):
-a restart forgets it and the pooled counts, which are durable, carry on.
+held, never text. The book lives in RAM, bounded (least recently asked questions go first),
+and every change is journaled to a file on this host (:mod:`memory.outcome_journal`), so a
+restart keeps what feedback taught.
 
 Replicas keep one book each and tell each other what they learn through an
 :class:`OutcomeFeed` (Redis pub/sub in the proxy): a question fed back through one replica
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -135,17 +136,32 @@ class QuestionOutcomes:
         self, tenant: str, user: str, question: str, ids: Iterable[str], feedback: bool | float
     ) -> None:
         """Add one outcome for these memories, injected for this question."""
+        weight = evidence(feedback)
+        self.tally(tenant, user, question, dict.fromkeys(ids, weight))
+
+    def tally(
+        self, tenant: str, user: str, question: str, outcomes: Mapping[str, tuple[float, float]]
+    ) -> None:
+        """Add (useful, not useful) evidence per memory for this question."""
         if not question:
             return
-        useful, not_useful = evidence(feedback)
         key = (tenant, user, question)
-        outcomes = self._questions.setdefault(key, {})
+        known = self._questions.setdefault(key, {})
         self._questions.move_to_end(key)
-        for memory_id in ids:
-            was_useful, was_not = outcomes.get(memory_id, (0.0, 0.0))
-            outcomes[memory_id] = (was_useful + useful, was_not + not_useful)
+        for memory_id, (useful, not_useful) in outcomes.items():
+            was_useful, was_not = known.get(memory_id, (0.0, 0.0))
+            known[memory_id] = (was_useful + useful, was_not + not_useful)
         while len(self._questions) > self._capacity:
             self._questions.popitem(last=False)
+
+    def __len__(self) -> int:
+        """Questions held."""
+        return len(self._questions)
+
+    def questions(self) -> Iterator[tuple[str, str, str, dict[str, tuple[float, float]]]]:
+        """(tenant, user, question key, evidence per memory), least recently asked first."""
+        for (tenant, user, question), outcomes in self._questions.items():
+            yield tenant, user, question, dict(outcomes)
 
     def apply(self, news: OutcomeNews) -> None:
         """What another replica learned (or this one: the same effect as the call it stands

@@ -54,6 +54,7 @@ from memory.model import (
     parse_new_memory,
     utcnow,
 )  # fmt: skip
+from memory.outcome_journal import OutcomeJournal
 from memory.outcomes import (
     Forgotten,
     OutcomeFeed,
@@ -133,6 +134,7 @@ class MemoryService:
             self._store, retention=retention, prior=prior, interval_s=prune_interval_s or 0.0
         )
         self._outcomes = QuestionOutcomes()
+        self._journal = OutcomeJournal(data_dir / "outcomes.jsonl", self._outcomes)
         self._outcome_feed = outcome_feed
         self._prewarm_rows = prewarm_rows
         self._prewarming: asyncio.Task[None] | None = None
@@ -151,8 +153,18 @@ class MemoryService:
         await self._ingest.start()
         if self._prune_interval_s is not None:
             self._pruner.start()
+        try:
+            replayed = await asyncio.to_thread(self._journal.open)
+        except OSError as error:
+            log.warning(
+                "outcome journal unusable (%s): feedback per question lasts until restart", error
+            )
+        else:
+            log.info(
+                "outcome journal: %d lines replayed, %d questions", replayed, len(self._outcomes)
+            )
         if self._outcome_feed is not None:
-            self._outcome_feed.subscribe(self._outcomes.apply)
+            self._outcome_feed.subscribe(self._heard)
         if self._prewarm_rows > 0:
             self._prewarming = asyncio.create_task(self._prewarm(), name="memshadow-prewarm")
 
@@ -183,6 +195,7 @@ class MemoryService:
         await self._ingest.aclose()
         self._applier.close()
         await self._store.aclose()
+        self._journal.close()
 
     async def prune(self, tenant: str) -> PruneReport:
         """One retention pass over the tenant now (the background loop does this too)."""
@@ -387,9 +400,14 @@ class MemoryService:
 
     async def _learn(self, news: OutcomeNews) -> None:
         """Into this replica's book of per-question outcomes, and the other replicas'."""
-        self._outcomes.apply(news)
+        self._heard(news)
         if self._outcome_feed is not None:
             await self._outcome_feed.publish(news)
+
+    def _heard(self, news: OutcomeNews) -> None:
+        """An outcome learned here or by another replica: into the book and its journal."""
+        self._outcomes.apply(news)
+        self._journal.write(news)
 
     async def summary_input(
         self, tenant: str, user: str, session: str | None = None, *, limit: int = 200

@@ -5,6 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from config.settings import Settings
+from proxy.keys import TenantRegistry
+from tests.conftest import build_app, in_process
 from tests.fakes import FakeUpstream
 from tests.proxy.test_feedback import _ask, _memory, _store
 
@@ -101,3 +104,24 @@ async def test_failures_on_other_questions_never_take_a_memory_away(
         await client.post("/v1/memories/search", json={"query": question, "user": "hal"})
     ).json()
     assert found["data"][0]["id"] == code
+
+
+async def test_what_feedback_turned_down_stays_turned_down_after_a_restart(
+    settings: Settings, registry: TenantRegistry, tenant_key: str, upstream: FakeUpstream
+) -> None:
+    async with in_process(build_app(settings, registry=registry), tenant_key) as client:
+        [code, *_] = await _store(
+            client,
+            "gus",
+            "The code of Gus's gym locker is 3141.",
+            "Gus's gym locker room was repainted blue.",
+            "Gus lost the key of his bike locker at the gym.",
+        )
+        await _ask(client, upstream, "gus", QUESTION, "cmpl-before", session="a")
+        assert len(await _injected(client, "cmpl-before")) > 1
+        await _feedback(client, "cmpl-before", [code])
+    # A new process on the same data directory: the question's verdicts come back with it.
+    async with in_process(build_app(settings, registry=registry), tenant_key) as client:
+        response = await _ask(client, upstream, "gus", QUESTION, "cmpl-after", session="b")
+        assert response.headers["x-memory-status"] == "ok"
+        assert await _injected(client, "cmpl-after") == [code]
