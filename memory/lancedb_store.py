@@ -292,6 +292,32 @@ class LanceMemoryStore:
             removed=True,
         )
 
+    async def drop_tenant(self, tenant: str) -> int:
+        """Drop the tenant's table (its files go with it) and every cached scope of it; the
+        memories it held. Peers drop theirs when they hear of it."""
+        dropped = await self._on_writer(tenant, lambda: self._drop_tenant(tenant))
+        if dropped is not None and self._peers is not None:
+            await self._peers.publish(TableChange(tenant, 0, 0, removed=True, dropped=True))
+        return dropped or 0
+
+    def _drop_tenant(self, tenant: str) -> int | None:
+        table = self._table(tenant, create=False)
+        if table is None:
+            return None
+        rows = int(table.count_rows())
+        self._db.drop_table(table_name(tenant))
+        self._forget_table(tenant)
+        return rows
+
+    def _forget_table(self, tenant: str) -> None:
+        """The table is gone: no handle, no scope, no version kept of it here."""
+        with self._tables_lock:
+            self._tables.pop(table_name(tenant), None)
+        self._scopes.drop(tenant, lambda user, scope: True)
+        self._versions.forget(tenant)
+        self._indexed.discard(tenant)
+        self._writes.pop(tenant, None)
+
     def _delete(
         self, tenant: str, where: Expr, ids: Sequence[str] | None,
         user: str | None = None, session: str | None = None,
@@ -443,7 +469,9 @@ class LanceMemoryStore:
         once; what it wrote is re-read from the table in the tenant's writer lane."""
         if self._closed:
             return
-        if change.removed:
+        if change.dropped:
+            self._scopes.drop(change.tenant, lambda user, scope: True)
+        elif change.removed:
             self._scopes.drop(
                 change.tenant,
                 lambda user, scope: (
@@ -461,6 +489,9 @@ class LanceMemoryStore:
             log.info("peer feed was cut off; dropped %d cached scopes", dropped)
 
     def _apply_peer_change(self, change: TableChange) -> None:
+        if change.dropped:
+            self._forget_table(change.tenant)
+            return
         self._versions.note(change.tenant, change.first_version, change.last_version)
         if change.removed or not change.ids:
             return

@@ -73,10 +73,11 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Forgotten:
-    """A user was forgotten: what was learned for their questions goes too."""
+    """A user was forgotten, or with ``user`` None a whole tenant: what was learned for
+    their questions goes too."""
 
     tenant: str
-    user: str
+    user: str | None
 
 
 OutcomeNews = Verdict | Forgotten
@@ -99,9 +100,10 @@ def news_to_bytes(news: OutcomeNews) -> bytes:
 def news_from_bytes(raw: bytes) -> OutcomeNews:
     """Raises ``ValueError``, ``KeyError`` or ``TypeError`` on a malformed message."""
     body = orjson.loads(raw)
-    tenant, user = str(body["tenant"]), str(body["user"])
+    tenant = str(body["tenant"])
     if body.get("forgotten"):
-        return Forgotten(tenant, user)
+        return Forgotten(tenant, None if body["user"] is None else str(body["user"]))
+    user = str(body["user"])
     feedback = body["feedback"]
     if not isinstance(feedback, bool):
         feedback = float(feedback)

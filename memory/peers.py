@@ -30,7 +30,8 @@ class TableChange:
 
     ``ids`` were written (re-read them) or, with ``removed``, deleted; ``user`` (with an
     optional ``session``) was forgotten. A change with neither (compaction) only accounts
-    for its versions.
+    for its versions. ``dropped``: the whole table is gone (the tenant was deleted); its
+    versions are 0, and a table created later under the name starts its own.
     """
 
     tenant: str
@@ -40,6 +41,7 @@ class TableChange:
     removed: bool = False
     user: str | None = None
     session: str | None = None
+    dropped: bool = False
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -50,6 +52,7 @@ class TableChange:
                 "removed": self.removed,
                 "user": self.user,
                 "session": self.session,
+                "dropped": self.dropped,
             }
         )
 
@@ -65,6 +68,7 @@ class TableChange:
             removed=bool(body.get("removed")),
             user=body.get("user"),
             session=body.get("session"),
+            dropped=bool(body.get("dropped")),
         )
 
 
@@ -119,7 +123,10 @@ class VersionLedger:
         if base is None:
             return False
         seen = self._seen[tenant]
-        missing = any(version not in seen for version in range(base + 1, latest + 1))
+        # Below the base: the table was dropped and created again, unannounced.
+        missing = latest < base or any(
+            version not in seen for version in range(base + 1, latest + 1)
+        )
         self._base[tenant] = max(base, latest)
         self._seen[tenant] = {version for version in seen if version > latest}
         return missing

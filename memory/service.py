@@ -376,6 +376,17 @@ class MemoryService:
         await self.compact(tenant)
         return removed
 
+    async def forget_tenant(self, tenant: str) -> int:
+        """Every memory of every user of the tenant, and what feedback taught about them:
+        the table is dropped (its files with it) once what was acknowledged is applied, and
+        the applied write-ahead log is rotated away. Revoke the tenant's keys first, or a
+        request still in flight may capture into a new table."""
+        await self._ingest.flush(tenant, everywhere=True)
+        removed = await self._store.drop_tenant(tenant)
+        await self._learn(Forgotten(tenant, None))
+        await self._ingest.rotate_log()
+        return removed
+
     async def forget_session(self, tenant: str, user: str, session: str) -> int:
         check_scope_part("session", session)
         await self._ingest.flush(tenant, everywhere=True)

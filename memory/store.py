@@ -155,6 +155,10 @@ class MemoryStore(Protocol):
 
     async def delete_scope(self, tenant: str, user: str, session: str | None) -> int: ...
 
+    async def drop_tenant(self, tenant: str) -> int:
+        """Drop everything the tenant stored (its table); the memories it held."""
+        ...
+
     async def by_hash(
         self, tenant: str, user: str, hashes: Sequence[str]
     ) -> list[Memory | None]: ...

@@ -137,6 +137,14 @@ class SharedStateUnavailable(ProxyError):
     code = "shared_state_unavailable"
 
 
+class MemoryUnavailable(ProxyError):
+    """This server runs without its memory engine (it failed to load, or is turned off)."""
+
+    status_code = 503
+    type = "server_error"
+    code = "memory_unavailable"
+
+
 class MemoryWritesPending(ProxyError):
     """Memories acknowledged earlier are not in the store yet (their writer is failing
     over); a read that must see them answers this rather than miss them."""

@@ -147,6 +147,18 @@ class CalibrationBook:
         except SharedStateUnavailable:
             self._unflushed[tenant] = _plus(self._unflushed.get(tenant, {}), deltas)
 
+    async def forget(self, tenant: str) -> None:
+        """Drop the tenant's calibration, here and in the shared totals (a deleted tenant);
+        raises :class:`SharedStateUnavailable` when the shared state is down."""
+        self._unflushed.pop(tenant, None)
+        self._snapshots.pop(tenant, None)
+        self._calibrations.pop(tenant, None)
+        self._applied.pop(tenant, None)
+        fields = await self._shared.fields(_key(tenant))
+        if fields:
+            await self._shared.release(_key(tenant), list(fields))
+        self.save()
+
     async def refresh(self, tenant: str) -> None:
         """Read the tenant's shared totals now (what the other replicas learned too)."""
         if tenant in self._unflushed:

@@ -233,6 +233,21 @@ class TenantRegistry:
             records = [r for r in records if r.tenant == tenant]
         return sorted(records, key=lambda r: r.created_at)
 
+    def delete_tenant(self, name: str) -> tuple[bool, int]:
+        """Revoke every live key of the tenant and delete its record: (whether it had one,
+        keys revoked). Revoked key records stay, for the audit trail."""
+        if not _TENANT_NAME.match(name):
+            return False, 0
+        live = [r for r in self.list_keys(name) if r.revoked_at is None]
+        if live:
+            self._keys.update(
+                where=f"tenant = '{name}' AND revoked_at IS NULL", values={"revoked_at": _now()}
+            )
+        existed = self.get_tenant(name) is not None
+        if existed:
+            self._tenants.delete(f"id = '{name}'")
+        return existed, len(live)
+
     def revoke_key(self, key_id: str) -> KeyRecord:
         if not _KEY_ID.match(key_id):
             raise RegistryError(f"no key with id {key_id!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -10,11 +11,12 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.requests import Request
 
-from proxy.errors import InvalidRequest, NotFound
+from proxy.errors import InvalidRequest, MemoryUnavailable, NotFound
 from proxy.keys import RegistryError, TenantUpstream
 from proxy.services import Services, get_services
 
 router = APIRouter(prefix="/admin")
+events = logging.getLogger("memshadow.events")
 
 
 def admin_services(request: Request) -> Services:
@@ -85,6 +87,30 @@ async def put_tenant(body: TenantBody, services: AdminServices) -> dict[str, Any
 async def list_tenants(services: AdminServices) -> dict[str, Any]:
     tenants = await asyncio.to_thread(services.registry.list_tenants)
     return {"object": "list", "data": [t.to_public() for t in tenants]}
+
+
+@router.delete("/tenants/{tenant_id}")
+async def delete_tenant(tenant_id: str, services: AdminServices) -> dict[str, Any]:
+    """Offboard a tenant: its keys stop working at once, here and on every replica; then
+    its memories (the table and its files), what feedback taught about them and its
+    calibration are deleted."""
+    if services.memories is None:  # the record alone would leave the memories behind
+        raise MemoryUnavailable("The memory engine is not available on this server.")
+    existed, revoked = await asyncio.to_thread(services.registry.delete_tenant, tenant_id)
+    await services.auth.invalidate_everywhere()
+    # Each step is idempotent and the record goes first: a call that failed half-way (the
+    # shared state down: 503) is completed by calling again.
+    await services.calibration.forget(tenant_id)
+    deleted = await services.memories.forget_tenant(tenant_id)
+    if not existed and not deleted:
+        raise NotFound(f"No tenant named {tenant_id!r}.", param="tenant_id")
+    events.info(
+        "tenant deleted: tenant=%s keys_revoked=%d memories=%d", tenant_id, revoked, deleted,
+        extra={"event": "tenant.deleted", "tenant": tenant_id, "keys_revoked": revoked,
+               "memories_deleted": deleted},
+    )  # fmt: skip
+    return {"id": tenant_id, "object": "tenant.deleted", "deleted": True,
+            "keys_revoked": revoked, "memories_deleted": deleted}  # fmt: skip
 
 
 @router.post("/keys", status_code=201)

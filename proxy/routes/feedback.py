@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from policies.calibration import reliability
 from policies.decision import PolicyInputError, tenant_policy
 from proxy.body import json_body
-from proxy.errors import InvalidRequest, NotFound
+from proxy.errors import InvalidRequest, MemoryUnavailable, NotFound
 from proxy.receipts import credit_name, credit_once
-from proxy.routes.memories import Context, MemoryUnavailable
+from proxy.routes.memories import Context
 
 router = APIRouter()
 events = logging.getLogger("memshadow.events")

@@ -22,18 +22,12 @@ from memory.model import InvalidMemory, Memory, Scope, Tier
 from memory.service import MemoryService
 from proxy.auth import Caller
 from proxy.body import json_body, read_body
-from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.errors import InvalidRequest, MemoryUnavailable, NotFound
 from proxy.services import Services, get_services
 from proxy.summarize import summarize_memories
 
 router = APIRouter(prefix="/v1/memories")
 events = logging.getLogger("memshadow.events")
-
-
-class MemoryUnavailable(ProxyError):
-    status_code = 503
-    type = "server_error"
-    code = "memory_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,8 @@ def test_news_travels_between_replicas_intact_and_applies_as_the_call_it_stands_
     there.apply(news_from_bytes(news_to_bytes(Forgotten("t", "gus"))))
     assert there.rejected("t", "gus", Q) == frozenset()
     assert there.rejected("t", "hal", Q) == {"m"}
+    there.apply(news_from_bytes(news_to_bytes(Forgotten("t", None))))  # the whole tenant
+    assert there.rejected("t", "hal", Q) == frozenset()
 
 
 @pytest.mark.parametrize(

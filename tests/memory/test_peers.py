@@ -18,6 +18,12 @@ def test_versions_made_or_announced_are_accounted_for() -> None:
     assert not ledger.missed("unknown", 3)  # nothing cached of it: nothing to be stale
 
 
+def test_a_table_dropped_and_created_again_unannounced_is_missed() -> None:
+    ledger = VersionLedger()
+    ledger.start("t", 40)
+    assert ledger.missed("t", 2)  # versions went backwards: not the table the cache read
+
+
 def test_a_ledger_forgets_a_tenant_until_a_scope_is_cached_again() -> None:
     ledger = VersionLedger()
     ledger.start("t", 1)
@@ -32,6 +38,8 @@ def test_a_change_survives_the_wire() -> None:
     change = TableChange("acme", 3, 4, ids=("a", "b"), removed=True, user="ann", session="s")
     assert TableChange.from_bytes(change.to_bytes()) == change
     assert TableChange.from_bytes(TableChange("acme", 1, 1).to_bytes()).ids == ()
+    dropped = TableChange("acme", 0, 0, removed=True, dropped=True)
+    assert TableChange.from_bytes(dropped.to_bytes()) == dropped
 
 
 def test_a_scope_read_while_scopes_were_dropped_is_not_kept() -> None:
