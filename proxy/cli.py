@@ -1,4 +1,4 @@
-"""The ``memshadow`` command: ``serve``, and ``keys create|list|revoke``."""
+"""The ``memshadow`` command: ``serve``, ``keys create|list|revoke``, ``tenants delete``."""
 
 from __future__ import annotations
 
@@ -6,19 +6,23 @@ import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from config import Settings, load_settings
-from proxy.cli_memories import memories_app
+from proxy.cli_memories import DEFAULT_URL, UrlOption, memories_app
 from proxy.keys import RegistryError, TenantRegistry, registry_uri
+from proxy.memory_client import Failure, MemoryClient
 
 app = typer.Typer(no_args_is_help=True, help="MemShadow: an OpenAI-compatible proxy with memory.")
 keys_app = typer.Typer(no_args_is_help=True, help="Issue, list and revoke tenant API keys.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(memories_app, name="memories")
+tenants_app = typer.Typer(no_args_is_help=True, help="Offboard tenants of a running MemShadow.")
+app.add_typer(tenants_app, name="tenants")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML settings file (under MEMSHADOW_* env).")
@@ -143,3 +147,31 @@ def _tell_replicas(settings: Settings) -> None:
             f"[yellow]warning:[/yellow] replicas not told ({exc}); they stop accepting the key"
             f" within {settings.key_cache_ttl_s:g} s"
         )
+
+
+@tenants_app.command("delete")
+def tenants_delete(
+    name: Annotated[str, typer.Argument(help="The tenant to delete.")],
+    admin_key: Annotated[
+        str,
+        typer.Option("--admin-key", envvar="MEMSHADOW_ADMIN_KEY", help="The server's admin key."),
+    ],
+    url: UrlOption = DEFAULT_URL,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a tenant: its keys, its memories and what feedback taught about them.
+
+    Done by the running server (DELETE /admin/tenants/NAME), for every replica at once.
+    """
+    if not yes:
+        typer.confirm(f"Delete tenant {name!r}, its keys and every memory it stored?", abort=True)
+    try:
+        with MemoryClient(url, admin_key) as client:
+            deleted = client.call("DELETE", f"/admin/tenants/{quote(name, safe='')}")
+    except Failure as failure:
+        stderr.print(f"[red]error:[/red] {failure}")
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"deleted tenant {name}: keys revoked {deleted['keys_revoked']}, "
+        f"memories deleted {deleted['memories_deleted']}"
+    )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from config import Settings
 from memory.lancedb_store import table_name
+from proxy.cli import app as cli
 from proxy.keys import TenantRegistry
-from tests.conftest import ADMIN_KEY, build_app, in_process
+from tests.conftest import ADMIN_KEY, LoopbackServer, build_app, in_process
 from tests.fakes import FakeUpstream
 from tests.proxy.test_feedback import _ask, _store
 from tests.proxy.test_memories_api import eventually
@@ -103,3 +105,27 @@ async def test_a_tenant_deleted_via_a_leaves_nothing_in_bs_ram(fleet: Fleet) -> 
     # Created again with a fresh key, through A: B, asked first, has nothing of the old one.
     fresh = (await fleet.a.post("/admin/keys", json={"tenant": "acme"}, headers=ADMIN)).json()
     assert await _search(fleet.b, fresh["key"], "What tea does Ann drink?", "ann") == []
+
+
+def test_the_cli_deletes_a_tenant_through_the_running_server(
+    settings: Settings, registry: TenantRegistry
+) -> None:
+    key, _ = registry.create_key("globex")
+    with LoopbackServer(build_app(settings, registry=registry)) as server:
+        stored = httpx.post(
+            f"{server.url}/v1/memories", json={"content": TEA}, headers=_bearer(key)
+        )
+        assert stored.status_code == 201
+        command = ["tenants", "delete", "globex", "--url", server.url, "--admin-key", ADMIN_KEY]
+        declined = CliRunner().invoke(cli, command, input="n\n")
+        assert declined.exit_code == 1  # aborted: nothing deleted
+        assert httpx.get(f"{server.url}/v1/memories", headers=_bearer(key)).status_code == 200
+
+        done = CliRunner().invoke(cli, [*command, "--yes"])
+        assert done.exit_code == 0, done.output
+        assert done.stdout.strip() == "deleted tenant globex: keys revoked 1, memories deleted 1"
+        assert httpx.get(f"{server.url}/v1/memories", headers=_bearer(key)).status_code == 401
+
+        again = CliRunner().invoke(cli, [*command, "--yes"])
+        assert again.exit_code == 1
+        assert "globex" in again.stderr  # the server's 404, in one line
