@@ -33,7 +33,7 @@ from proxy.model_info import load_context_windows
 from proxy.pipeline import ChatMemory, NoMemory
 from proxy.rate_limit import RateLimiter
 from proxy.receipts import ReceiptStore
-from proxy.routes import admin, chat, dashboard, feedback, health, passthrough
+from proxy.routes import admin, chat, dashboard, feedback, forward, health, passthrough
 from proxy.routes import memories as memories_routes
 from proxy.routes import receipts as receipts_routes
 from proxy.routing import ModelRouter
@@ -313,6 +313,7 @@ def create_app(
         health,
         admin,
         dashboard,
+        forward,  # last: every /v1 path nothing above serves
     )
     for module in routers:
         app.include_router(module.router)

@@ -37,23 +37,30 @@ class StreamObserver:
         return None
 
 
+SSE = "text/event-stream; charset=utf-8"
+
+
 class RelayResponse(Response):
-    """A response that relays ``stream`` as ``text/event-stream``."""
+    """A response that relays ``stream`` as ``content_type`` (server-sent events unless told
+    otherwise: the other endpoints' answers are relayed as whatever the upstream sent)."""
 
     def __init__(
         self,
         stream: UpstreamStream,
         headers: Mapping[str, str],
         observer: StreamObserver | None = None,
+        *,
+        content_type: str = SSE,
     ) -> None:
         self._stream = stream
         self.status_code = stream.status_code
         self.background: BackgroundTask | None = None
         self._observer = observer or StreamObserver()
+        self._events = content_type.startswith("text/event-stream")
         raw = {
             **stream.headers,
             **headers,
-            "content-type": "text/event-stream; charset=utf-8",
+            "content-type": content_type,
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
         }
@@ -88,8 +95,8 @@ class RelayResponse(Response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except ProxyError as error:
             logger.warning("upstream stream failed after it started: %s", error.message)
-            await send(
-                {"type": "http.response.body", "body": sse_error_event(error), "more_body": False}
-            )
+            # Events can say so; any other body can only end short.
+            ending = sse_error_event(error) if self._events else b""
+            await send({"type": "http.response.body", "body": ending, "more_body": False})
             return False
         return True

@@ -26,6 +26,8 @@ from proxy.routing import Target
 # Response headers worth handing back to the client: rate limits and provider diagnostics.
 _RELAYED_PREFIXES = ("x-ratelimit-", "openai-", "anthropic-ratelimit-")
 _RELAYED_NAMES = frozenset({"retry-after", "retry-after-ms"})
+# What a relayed answer of any kind also needs (decoded: content-encoding is not relayed).
+_RELAYED_CONTENT = ("content-type", "content-disposition")
 # Request headers the caller may aim at the provider. Authorization is never among them:
 # the caller's bearer token is its MemShadow key, not a provider credential.
 _FORWARDED_REQUEST_HEADERS = ("openai-organization", "openai-project", "openai-beta")
@@ -122,11 +124,17 @@ class OpenAIUpstream:
         return url
 
     def _request(
-        self, target: Target, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+        self,
+        target: Target,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        content_type: str = "application/json",
     ) -> httpx.Request:
         outgoing = dict(headers)
         if body is not None:
-            outgoing["content-type"] = "application/json"
+            outgoing["content-type"] = content_type
         if target.api_key:
             outgoing["authorization"] = f"Bearer {target.api_key}"
         # Built directly rather than with client.build_request: nothing to merge (no base URL,
@@ -183,6 +191,35 @@ class OpenAIUpstream:
         return UpstreamStream(
             response.status_code, chunks(), response.aclose, relayed_headers(response.headers)
         )
+
+    async def relay(
+        self,
+        target: Target,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        content_type: str | None,
+    ) -> UpstreamStream:
+        """Any other request to the upstream, its answer handed back as it arrives, whatever
+        it is (JSON, SSE, audio, a file) and whatever its status: an error keeps the
+        upstream's status and body, as the caller would have had it from the provider."""
+        request = self._request(
+            target, method, path, body, headers, content_type or "application/octet-stream"
+        )
+        with map_transport_errors(target.base_url or ""):
+            response = await self._client.send(request, stream=True)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with map_transport_errors(target.base_url or ""):
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+
+        kept = relayed_headers(response.headers)
+        for name in _RELAYED_CONTENT:
+            if name in response.headers:
+                kept[name] = response.headers[name]
+        return UpstreamStream(response.status_code, chunks(), response.aclose, kept)
 
 
 def _load_litellm() -> ModuleType:

@@ -78,9 +78,12 @@ async def test_an_unexpected_failure_is_an_openai_shaped_500(
     assert "fire" not in response.text and "Traceback" not in response.text
 
 
-@pytest.mark.parametrize("method", ["get", "put"])
-async def test_wrong_method_is_openai_shaped(client: httpx.AsyncClient, method: str) -> None:
-    response = await getattr(client, method)("/v1/chat/completions")
+@pytest.mark.parametrize(("method", "path"), [("get", "/v1/feedback"), ("put", "/v1/memories/m")])
+async def test_wrong_method_is_openai_shaped(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    # On MemShadow's own routes; other /v1 paths are the upstream's (tests/proxy/test_forward.py).
+    response = await getattr(client, method)(path)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
 
