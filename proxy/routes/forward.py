@@ -24,7 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from proxy.body import read_body
-from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.errors import InvalidRequest, NotFound, ProxyError, RateLimited
+from proxy.rate_limit import requests_per_minute
 from proxy.services import get_services
 from proxy.streaming import RelayResponse
 from proxy.upstream import forwarded_request_headers
@@ -43,6 +44,12 @@ async def forward(path: str, request: Request) -> Response:
         raise _not_served(request, path)
     services = get_services(request)
     caller = await services.auth.authenticate(request.headers.get("authorization"))
+    try:  # model calls by another API count against the tenant's limit like chat's
+        limit = requests_per_minute(services.settings.memory.policy, caller.tenant.policy)
+        services.limiter.admit(caller.tenant.id, limit)
+    except RateLimited:
+        services.metrics.requests.labels("other", "429").inc()
+        raise
     body = await read_body(request, services.settings.max_body_bytes)
     content_type = request.headers.get("content-type")
     payload = _json_object(body, content_type)

@@ -203,3 +203,19 @@ def test_the_openai_sdks_responses_api_works_plain_and_streamed(
                      "type": "rate_limit_error", "param": None, "code": None}}))  # fmt: skip
     with pytest.raises(openai.RateLimitError, match="slow down"):
         sdk.responses.create(model="gpt-4o-mini", input="Hi")
+
+
+async def test_forwarded_calls_count_against_the_tenants_request_limit(
+    client: httpx.AsyncClient, registry: TenantRegistry, upstream: FakeUpstream
+) -> None:
+    registry.put_tenant("acme", policy={"requests_per_minute": 2})
+    chat = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+    upstream.enqueue(httpx.Response(200, json=RESPONSE))
+    assert (
+        await client.post("/v1/responses", json={"model": "m", "input": "Hi"})
+    ).status_code == 200
+    refused = await client.post("/v1/responses", json={"model": "m", "input": "Hi"})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert len(upstream.requests) == 2
