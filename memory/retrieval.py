@@ -38,16 +38,23 @@ import numpy as np
 import numpy.typing as npt
 
 from memory.attribution import attribution
-from memory.model import Recalled, RecallResult
+from memory.conversation import Turn
+from memory.model import Recalled, RecallResult, Source
 from memory.store import Candidates
 from memory.terms import term_set
 from memory.usefulness import UsefulnessPrior, posterior_mean, prior_weight
 from policies.confidence import ConfidenceFeatures, confidence, speculative
 from policies.retention import DEFAULT_RETENTION, RetentionPolicy, decay
 
-__all__ = ["RecallWeights", "confidence_features", "fuse", "rank", "time_windows"]
+__all__ = [
+    "RecallWeights", "confidence_features", "fuse", "rank", "time_windows", "without_repeats",
+]  # fmt: skip
 
 Floats = npt.NDArray[np.float64]
+# An earlier asking of the question, as capture stored it: a user turn with the same terms and
+# (near) the query's own vector. The cosine prefilter keeps term sets off the hot path.
+_USER_TURN = Turn("user", "").as_memory()
+_REPEAT_COSINE = 0.9
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,34 @@ def _usefulness(candidates: Candidates, prior: UsefulnessPrior) -> Floats:
     useful = np.fromiter((m.useful for m in memories), np.float64, len(memories))
     not_useful = np.fromiter((m.not_useful for m in memories), np.float64, len(memories))
     return posterior_mean(useful, not_useful, prior)
+
+
+def without_repeats(candidates: Candidates, query: str) -> Candidates:
+    """The candidates without earlier askings of this very question.
+
+    Capture stores every user turn, so a question asked again finds itself: the same terms,
+    and (embedded as a user turn, :func:`memory.conversation.query_embedding_text`) a cosine
+    of ~1 that outscores whatever answers it. It tells the model nothing the request does not
+    say, so it leaves the pool before ranking and confidence and its place in the budget goes
+    to what answers. The answer given to it last time, a memory of its own, stays (raised by
+    the asking as its neighbour, as any answer is by its question).
+    """
+    near = np.flatnonzero(candidates.vector_sim >= _REPEAT_COSINE)
+    words = term_set(query) if len(near) else frozenset()
+    if not words:
+        return candidates
+    repeats = [
+        i
+        for i in near.tolist()
+        if (memory := candidates.memories[i]).source is Source.CAPTURE
+        and memory.content.startswith(_USER_TURN)
+        and term_set(memory.content[len(_USER_TURN) :]) == words
+    ]
+    if not repeats:
+        return candidates
+    keep = np.ones(len(candidates.memories), np.bool_)
+    keep[repeats] = False
+    return candidates.subset(keep)
 
 
 def _eligible(

@@ -65,7 +65,7 @@ from memory.outcomes import (
 )
 from memory.peers import PeerFeed
 from memory.pruner import Pruner, PruneReport
-from memory.retrieval import RecallWeights, rank
+from memory.retrieval import RecallWeights, rank, without_repeats
 from memory.store import MemoryStore, ScopeFilter
 from memory.stream_ingest import StreamConfig, StreamIngestor
 from memory.tokens import TokenCounter
@@ -295,7 +295,7 @@ class MemoryService:
         )  # fmt: skip
         question = question_key(query)
         result = rank(
-            candidates, k=k, max_tokens=max_tokens, now=utcnow(),
+            without_repeats(candidates, query), k=k, max_tokens=max_tokens, now=utcnow(),
             retention=self._retention, prior=self._prior, weights=self._weights, query=query,
             rejected=self._outcomes.rejected(scope.tenant, scope.user, question),
         )  # fmt: skip

@@ -63,6 +63,27 @@ class Candidates:
     created: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, np.float64))
     searched: int = 0  # live memories considered
 
+    def subset(self, keep: npt.NDArray[np.bool_]) -> Candidates:
+        """The rows where ``keep`` is true; each retriever's ranks closed up over them."""
+        return Candidates(
+            memories=[m for m, kept in zip(self.memories, keep.tolist(), strict=True) if kept],
+            vectors=self.vectors[keep],
+            vector_sim=self.vector_sim[keep],
+            keyword=self.keyword[keep],
+            vector_rank=_closed_up(self.vector_rank[keep]),
+            keyword_rank=_closed_up(self.keyword_rank[keep]),
+            created=self.created[keep],
+            searched=self.searched,
+        )
+
+
+def _closed_up(ranks: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    """Ranks 0..n-1 again in the same order; -1 (not in that retriever's list) stays."""
+    out = np.full_like(ranks, -1)
+    present = np.flatnonzero(ranks >= 0)
+    out[present[np.argsort(ranks[present], kind="stable")]] = np.arange(len(present))
+    return out
+
 
 @dataclass(frozen=True)
 class ListPage:

@@ -153,3 +153,28 @@ def test_turning_a_questions_noise_down_leaves_the_searchs_confidence_alone() ->
     before, after = ranked(frozenset()), ranked(frozenset({"m0"}))
     assert _ids(before)[0] == "m0" and _ids(after)[0] == "m1"
     assert after.confidence == before.confidence
+
+
+def test_earlier_askings_of_the_question_leave_the_pool_and_the_ranks_close_up() -> None:
+    from memory.model import Source
+    from memory.retrieval import without_repeats
+
+    question = "What is the boiler code?"
+    asked = memory(0, f"User: {question}").model_copy(update={"source": Source.CAPTURE})
+    reworded = memory(1, "User: what is the boiler code").model_copy(
+        update={"source": Source.CAPTURE}
+    )
+    stored = memory(2, f"User: {question}", tokens=11)  # stored on purpose, through the API
+    fact = memory(3, "the boiler code is 4471")
+    other = memory(4, "User: Is the boiler code 4471?").model_copy(
+        update={"source": Source.CAPTURE}
+    )
+    index = index_of([asked, reworded, stored, fact, other])
+    query = f"User: {question}"
+    pool = index.search(EMB.embed_batch([query])[0], question, session=None, tiers=None, limit=50)
+    kept = without_repeats(pool, question)
+    assert {m.id for m in pool.memories} - {m.id for m in kept.memories} == {"m0", "m1"}
+    for ranks in (kept.vector_rank, kept.keyword_rank):
+        present = sorted(int(r) for r in ranks if r >= 0)
+        assert present == list(range(len(present)))  # 0..n-1 again, no gap where m0 was
+    assert without_repeats(pool, "") is pool  # no terms: nothing to compare

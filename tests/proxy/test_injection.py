@@ -92,6 +92,10 @@ async def test_another_user_never_gets_it(
         "messages": _conversation("Tell me about Biscuit the greyhound in Porto"),
     }
     response = await client.post(CHAT, json=ask)
+    print(
+        "STATUS", response.headers["x-memory-status"], response.headers.get("x-memory-confidence")
+    )
+    print("BLOCK", _system_texts(upstream.bodies()[-1]))
     assert response.headers["x-memory-status"] == "abstained"
     assert "Biscuit" not in json.dumps(upstream.bodies()[-1]["messages"][:-1])
 
@@ -574,3 +578,40 @@ async def test_an_answer_quoting_the_injected_notes_stores_only_its_own_words(
         "Assistant: I saw:\nThe vet on Rua Augusta opens at nine on Saturdays."
     ]
     assert sum(FACT in c for c in stored()) == 1  # the user's own turn, not a copy of it
+
+
+async def test_a_question_asked_again_is_not_answered_with_its_own_earlier_asking(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = {"x-memory-user": "ivy"}
+    await client.post("/v1/memories", json={"user": "ivy", "content": "Ivy's locker code is 4417."})
+    await eventually(lambda: _remembers(client, "ivy", "4417"))
+    question = "What is the code of Ivy's locker?"
+    for n, answer in enumerate(["It is 4417.", "It is 4417, as before."]):
+        upstream.enqueue(
+            httpx.Response(200, json={**completion("m", answer), "id": f"chatcmpl-ivy-{n}"})
+        )
+        await client.post(
+            CHAT, json={"model": "m", "messages": _conversation(question)},
+            headers={**headers, "x-memory-session": f"s{n}"},
+        )  # fmt: skip
+        await eventually(lambda: _remembers(client, "ivy", f"User: {question}"))
+    block = _system_texts(upstream.bodies()[-1])
+    assert "Ivy's locker code is 4417." in block
+    assert question not in block  # stored, and found by search, but never injected
+
+    # A question memory cannot answer, asked again: what it finds of its own past is the
+    # answer it got, not the asking.
+    unanswerable = "Which dentist does Ivy see on Fridays?"
+    for n in range(2):
+        upstream.enqueue(
+            httpx.Response(200, json={**completion("m", "I don't know."), "id": f"cmpl-d{n}"})
+        )
+        await client.post(
+            CHAT, json={"model": "m", "messages": _conversation(unanswerable)},
+            headers={**headers, "x-memory-session": f"d{n}"},
+        )  # fmt: skip
+        await eventually(lambda: _remembers(client, "ivy", f"User: {unanswerable}"))
+    block = _system_texts(upstream.bodies()[-1])
+    assert "Assistant: I don't know." in block
+    assert unanswerable not in block
