@@ -175,21 +175,14 @@ class OpenAIUpstream:
         self, target: Target, path: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> UpstreamStream:
         request = self._request(target, "POST", path, body, headers or {})
-        with map_transport_errors(target.base_url or ""):
-            response = await self._client.send(request, stream=True)
-            if response.status_code >= 400:
-                content = await response.aread()
-                await response.aclose()
-                raise upstream_error(response.status_code, content, response.headers)
-
-        async def chunks() -> AsyncIterator[bytes]:
+        response, chunks = await self._open(target, request)
+        if response.status_code >= 400:
             with map_transport_errors(target.base_url or ""):
-                # Decoded bytes: content-encoding is not relayed, so neither is compression.
-                async for chunk in response.aiter_bytes():
-                    yield chunk
-
+                content = await response.aread()
+            await response.aclose()
+            raise upstream_error(response.status_code, content, response.headers)
         return UpstreamStream(
-            response.status_code, chunks(), response.aclose, relayed_headers(response.headers)
+            response.status_code, chunks, response.aclose, relayed_headers(response.headers)
         )
 
     async def relay(
@@ -207,19 +200,27 @@ class OpenAIUpstream:
         request = self._request(
             target, method, path, body, headers, content_type or "application/octet-stream"
         )
+        response, chunks = await self._open(target, request)
+        kept = relayed_headers(response.headers)
+        for name in _RELAYED_CONTENT:
+            if name in response.headers:
+                kept[name] = response.headers[name]
+        return UpstreamStream(response.status_code, chunks, response.aclose, kept)
+
+    async def _open(
+        self, target: Target, request: httpx.Request
+    ) -> tuple[httpx.Response, AsyncIterator[bytes]]:
+        """Send ``request``; the response with its body not read yet, and the body's chunks."""
         with map_transport_errors(target.base_url or ""):
             response = await self._client.send(request, stream=True)
 
         async def chunks() -> AsyncIterator[bytes]:
             with map_transport_errors(target.base_url or ""):
+                # Decoded bytes: content-encoding is not relayed, so neither is compression.
                 async for chunk in response.aiter_bytes():
                     yield chunk
 
-        kept = relayed_headers(response.headers)
-        for name in _RELAYED_CONTENT:
-            if name in response.headers:
-                kept[name] = response.headers[name]
-        return UpstreamStream(response.status_code, chunks(), response.aclose, kept)
+        return response, chunks()
 
 
 def _load_litellm() -> ModuleType:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -583,35 +584,35 @@ async def test_an_answer_quoting_the_injected_notes_stores_only_its_own_words(
 async def test_a_question_asked_again_is_not_answered_with_its_own_earlier_asking(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
-    headers = {"x-memory-user": "ivy"}
     await client.post("/v1/memories", json={"user": "ivy", "content": "Ivy's locker code is 4417."})
     await eventually(lambda: _remembers(client, "ivy", "4417"))
     question = "What is the code of Ivy's locker?"
-    for n, answer in enumerate(["It is 4417.", "It is 4417, as before."]):
-        upstream.enqueue(
-            httpx.Response(200, json={**completion("m", answer), "id": f"chatcmpl-ivy-{n}"})
-        )
-        await client.post(
-            CHAT, json={"model": "m", "messages": _conversation(question)},
-            headers={**headers, "x-memory-session": f"s{n}"},
-        )  # fmt: skip
-        await eventually(lambda: _remembers(client, "ivy", f"User: {question}"))
-    block = _system_texts(upstream.bodies()[-1])
+    block = await _asked_in_new_sessions(
+        client, upstream, question, ["It is 4417.", "It is 4417, as before."]
+    )
     assert "Ivy's locker code is 4417." in block
     assert question not in block  # stored, and found by search, but never injected
 
     # A question memory cannot answer, asked again: what it finds of its own past is the
     # answer it got, not the asking.
     unanswerable = "Which dentist does Ivy see on Fridays?"
-    for n in range(2):
-        upstream.enqueue(
-            httpx.Response(200, json={**completion("m", "I don't know."), "id": f"cmpl-d{n}"})
-        )
-        await client.post(
-            CHAT, json={"model": "m", "messages": _conversation(unanswerable)},
-            headers={**headers, "x-memory-session": f"d{n}"},
-        )  # fmt: skip
-        await eventually(lambda: _remembers(client, "ivy", f"User: {unanswerable}"))
-    block = _system_texts(upstream.bodies()[-1])
+    block = await _asked_in_new_sessions(
+        client, upstream, unanswerable, ["I don't know.", "I don't know."]
+    )
     assert "Assistant: I don't know." in block
     assert unanswerable not in block
+
+
+async def _asked_in_new_sessions(
+    client: httpx.AsyncClient, upstream: FakeUpstream, question: str, answers: list[str]
+) -> str:
+    """Ivy asks ``question`` once per answer, each time in a new session, and each asking is
+    captured before the next; the memory block the last one carried."""
+    for answer in answers:
+        upstream.enqueue(httpx.Response(200, json=completion("m", answer)))
+        await client.post(
+            CHAT, json={"model": "m", "messages": _conversation(question)},
+            headers={"x-memory-user": "ivy", "x-memory-session": uuid.uuid4().hex},
+        )  # fmt: skip
+        await eventually(lambda: _remembers(client, "ivy", f"User: {question}"))
+    return _system_texts(upstream.bodies()[-1])
