@@ -23,20 +23,30 @@ def _last_user_index(messages: Sequence[Message]) -> int | None:
     return None
 
 
-def _prefix_content(content: Any, block: str) -> Any:
+def _prefix_content(content: Any, block: str, text_part: str) -> Any:
     if isinstance(content, list):
-        return [{"type": "text", "text": block}, *content]
+        return [{"type": text_part, "text": block}, *content]
     return f"{block}\n\n{content or ''}"
 
 
 def place(
-    messages: Sequence[Message], block: str, placement: Placement, role: str = "system"
+    messages: Sequence[Message],
+    block: str,
+    placement: Placement,
+    role: str = "system",
+    *,
+    text_part: str = "text",
 ) -> list[Message]:
+    """``messages`` with ``block`` placed; ``text_part`` is the type of a text content part
+    (``text`` in chat completions, ``input_text`` in the Responses API's input items)."""
     out = list(messages)
     last_user = _last_user_index(out)
     if placement == "user_prefix" and last_user is not None:
         message = out[last_user]
-        out[last_user] = {**message, "content": _prefix_content(message.get("content"), block)}
+        out[last_user] = {
+            **message,
+            "content": _prefix_content(message.get("content"), block, text_part),
+        }
         return out
     if placement == "system_append":
         for index, message in enumerate(out):

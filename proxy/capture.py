@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from memory.conversation import Turn, conversation_turns, describe_tool_calls, text_of
+from memory.conversation import Turn, conversation_turns, text_of
 from memory.model import Scope, Source, Tier
 from memory.service import MemoryService
 from policies.echo import without_recalled
@@ -43,6 +43,7 @@ from proxy.metrics import Metrics
 from proxy.receipts import Receipt, ReceiptStore, credit_once
 from proxy.shared_state import SharedState
 from proxy.streaming import StreamObserver
+from proxy.wire import Wire
 
 logger = logging.getLogger("memshadow.capture")
 events = logging.getLogger("memshadow.events")
@@ -52,46 +53,11 @@ _LAST_TURN_TTL_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    text: str
-    streamed: bool
-
-
-def parse_answer(chunks: list[bytes], streamed: bool) -> Answer:
-    """The assistant's text (tool calls described) from a body or an SSE stream."""
-    raw = b"".join(chunks)
-    if not streamed:
-        body = orjson.loads(raw)
-        choices = body.get("choices") if isinstance(body, dict) else None
-        first = choices[0] if isinstance(choices, list) and choices else {}
-        message = first.get("message") or {} if isinstance(first, dict) else {}
-        parts = [message.get("content") or "", describe_tool_calls(message.get("tool_calls"))]
-        return Answer("\n".join(p for p in parts if p).strip(), streamed=False)
-    text: list[str] = []
-    calls: dict[int, dict[str, str]] = {}
-    for line in raw.splitlines():
-        if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
-            continue
-        event = orjson.loads(line[5:])
-        for choice in event.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text.append(delta.get("content") or "")
-            for call in delta.get("tool_calls") or []:
-                slot = calls.setdefault(call.get("index", 0), {"name": "", "arguments": ""})
-                function = call.get("function") or {}
-                slot["name"] += function.get("name") or ""
-                slot["arguments"] += function.get("arguments") or ""
-    described = describe_tool_calls([{"function": c} for c in calls.values()])
-    return Answer("\n".join(p for p in ("".join(text), described) if p).strip(), streamed=True)
-
-
-@dataclass(frozen=True, slots=True)
 class CaptureJob:
     """A completed exchange: store its new turns (``capture``), credit memories it used."""
 
     scope: Scope
+    wire: Wire
     raw_request: bytes
     chunks: list[bytes]
     streamed: bool
@@ -103,11 +69,19 @@ class CaptureJob:
 
 @dataclass(frozen=True, slots=True)
 class TurnJob:
-    """A chat turn was answered: compare it with the session's previous one (signals)."""
+    """A turn was answered: compare it with the session's previous one (signals)."""
 
     scope: Scope
-    turn: str
+    wire: Wire
+    raw_request: bytes
     receipt: Receipt
+
+    def last_user_turn(self) -> str:
+        """The last user turn's text (parsed in the worker, off the response path)."""
+        messages = self.wire.conversation(orjson.loads(self.raw_request))
+        return next(
+            (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+        )
 
 
 def fingerprint(turn: Turn) -> str:
@@ -144,9 +118,9 @@ class SessionSignals:
     def __init__(self, shared: SharedState) -> None:
         self._shared = shared
 
-    async def follow(self, job: TurnJob) -> tuple[str, Receipt] | None:
-        """Record this turn; the session's previous one, with its completion's receipt."""
-        record = orjson.dumps({"turn": job.turn, "receipt": job.receipt.to_json()})
+    async def follow(self, job: TurnJob, turn: str) -> tuple[str, Receipt] | None:
+        """Record ``turn``; the session's previous one, with its completion's receipt."""
+        record = orjson.dumps({"turn": turn, "receipt": job.receipt.to_json()})
         previous = await self._shared.swap(_scope_key("turn", job.scope), record, _LAST_TURN_TTL_S)
         if previous is None:
             return None
@@ -227,13 +201,14 @@ class CaptureQueue:
                 self._queue.task_done()
 
     async def _follow(self, job: TurnJob) -> None:
+        turn = job.last_user_turn()
         try:
-            previous = await self._signals.follow(job)
+            previous = await self._signals.follow(job, turn)
         except SharedStateUnavailable:
             return  # the shared state logged the outage; this turn is not compared
         if previous is None or not previous[1].memories:
             return
-        signal = self._signals.signal(previous[0], job.turn)
+        signal = self._signals.signal(previous[0], turn)
         if signal is not None:
             await self._credit(signal[0], previous[1], previous[1].injected_ids, signal[1])
 
@@ -259,15 +234,14 @@ class CaptureQueue:
         )  # fmt: skip
 
     async def _capture(self, job: CaptureJob) -> None:
-        answer = parse_answer(job.chunks, job.streamed)
+        answer = job.wire.parse_answer(job.chunks, job.streamed)
         if job.receipt is not None and job.receipt.contents:
             used = used_memories(answer.text, job.receipt.contents.items())
             if used:
                 await self._credit("usage", job.receipt, used, USAGE_WEIGHT)
         if not job.capture:
             return
-        request = orjson.loads(job.raw_request)
-        turns = conversation_turns(request.get("messages") or [])
+        turns = conversation_turns(job.wire.conversation(orjson.loads(job.raw_request)))
         if answer.text:
             turns.append(Turn("assistant", answer.text))
         if not turns:
@@ -310,10 +284,6 @@ class CaptureQueue:
             extra={"event": "memory.stored", "tenant": job.scope.tenant, "source": "capture",
                    "memory_ids": [m.id for m in stored]},
         )  # fmt: skip
-
-
-def last_user_turn(messages: list[Any]) -> str:
-    return next((text_of(m.content) for m in reversed(messages) if m.role == "user"), "")
 
 
 class AnswerObserver(StreamObserver):

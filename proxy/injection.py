@@ -1,4 +1,4 @@
-"""Transparent memory for chat: decide → recall → budget → format → place, then capture.
+"""Transparent memory for model calls: decide → recall → budget → format → place, then capture.
 
 This is glue: every decision is a pure function in ``policies/``, every rendering one in
 ``formatters/``, recall lives in ``memory/``. What this module adds is the fail-open rule:
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from formatters import Note, family_for, place, render_block
+from formatters import Note, family_for, render_block
 from formatters.openai import instruction_role
 from memory.conversation import query_embedding_text, recall_query, text_of
 from memory.model import RecallResult, Scope
@@ -30,7 +30,7 @@ from memory.tokens import TokenCounter
 from policies.budget import Candidate, Packed, memory_budget, pack
 from policies.decision import Decision, MemoryPolicy, PolicyInputError, decide, tenant_policy
 from proxy.admission import RecallAdmission
-from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, TurnJob, last_user_turn
+from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, TurnJob
 from proxy.errors import InvalidRequest
 from proxy.feedback import CalibrationBook
 from proxy.log_throttle import LogThrottle
@@ -61,8 +61,10 @@ def prompt_tokens_bound(messages: Sequence[dict[str, Any]]) -> int:
     return sum(len(text_of(m.get("content")).encode()) + _TOKENS_PER_MESSAGE for m in messages)
 
 
-def completion_reserve(payload: Mapping[str, Any], policy: MemoryPolicy) -> int:
-    for field in ("max_completion_tokens", "max_tokens"):
+def completion_reserve(
+    payload: Mapping[str, Any], fields: Sequence[str], policy: MemoryPolicy
+) -> int:
+    for field in fields:
         value = payload.get(field)
         if isinstance(value, int) and value > 0:
             return value
@@ -124,7 +126,7 @@ class MemoryInjector:
             )
             policy = self._policy
         try:
-            return decide(context.headers, context.chat.user, policy)
+            return decide(context.headers, context.call.user, policy)
         except PolicyInputError as error:
             raise InvalidRequest(str(error), param=error.field, code="invalid_header") from None
 
@@ -193,7 +195,7 @@ class MemoryInjector:
     ) -> Injection:
         started = time.perf_counter()
         payload = orjson.loads(context.raw_body)
-        messages: list[dict[str, Any]] = payload["messages"]
+        messages = context.wire.conversation(payload)
         policy = decision.policy
         # Recall spans all of the user's sessions: that is what long-term memory is for. The
         # session only scopes what this conversation's capture is filed under.
@@ -256,7 +258,9 @@ class MemoryInjector:
             return memory_budget(
                 context_window=window,
                 prompt_tokens=prompt + overhead,
-                completion_reserve=completion_reserve(payload, policy),
+                completion_reserve=completion_reserve(
+                    payload, context.wire.completion_fields, policy
+                ),
                 cap=max(0, policy.max_memory_tokens - overhead),
                 fraction=policy.budget_fraction,
             )
@@ -287,8 +291,8 @@ class MemoryInjector:
         )
         block = render_block(family, [Note(p.content, p.candidate.created_at) for p in dated])
         role = instruction_role(target.model, messages) if family == "openai" else "system"
-        payload["messages"] = place(messages, block, policy.placement, role)
-        return orjson.dumps(payload), block, self._tokens.count(block)
+        placed = context.wire.place_block(payload, block, policy.placement, role)
+        return orjson.dumps(placed), block, self._tokens.count(block)
 
     def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
         receipt, scope, decision = injection.receipt, injection.scope, injection.decision
@@ -303,14 +307,13 @@ class MemoryInjector:
             if receipt.completion_id:
                 metadata["completion_id"] = receipt.completion_id
             job = CaptureJob(
-                scope, context.raw_body, chunks, context.chat.stream, metadata,
+                scope, context.wire, context.raw_body, chunks, context.call.stream, metadata,
                 capture=decision.capture, receipt=receipt, recalled=injection.block,
             )  # fmt: skip
             self._capture.submit(job)
 
         def on_finish() -> None:
-            turn = last_user_turn(context.chat.messages)
-            self._capture.submit(TurnJob(scope, turn, receipt))
+            self._capture.submit(TurnJob(scope, context.wire, context.raw_body, receipt))
 
         # Collect the answer to capture it, or to see whether it used what was injected.
         wanted = decision.capture or bool(receipt.contents)

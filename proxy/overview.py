@@ -97,6 +97,7 @@ class RecallLimit(_Figures):
 
 class Traffic(_Figures):
     chat_requests: dict[str, int]
+    responses_requests: dict[str, int]
     memory_status: dict[str, int]
     memory_status_share: dict[str, float]
     degraded_reasons: dict[str, int]
@@ -231,6 +232,7 @@ def traffic(metrics: Metrics, recall_ceiling: int | None) -> Traffic:
         limit = RecallLimit(current=current or recall_ceiling, ceiling=recall_ceiling)
     return Traffic(
         chat_requests=counts_by(metrics.requests, "status", route="chat"),
+        responses_requests=counts_by(metrics.requests, "status", route="responses"),
         memory_status={s: statuses.get(s, 0) for s in MEMORY_STATUSES},
         memory_status_share={
             s: round(statuses.get(s, 0) / total, 4) if total else 0.0 for s in MEMORY_STATUSES

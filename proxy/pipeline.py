@@ -1,8 +1,9 @@
-"""The seam between the chat route and memory: inject before forwarding, capture after.
+"""The seam between the model routes and memory: inject before forwarding, capture after.
 
-The route runs ``policy → recall → format`` through :meth:`ChatMemory.inject` and hands the
-answer to the observer from :meth:`ChatMemory.observe` for capture. :class:`NoMemory` is what a
-deployment with memory disabled runs: every request is forwarded untouched.
+A route (chat completions or the Responses API, see ``proxy.wire``) runs ``policy → recall →
+format`` through :meth:`ChatMemory.inject` and hands the answer to the observer from
+:meth:`ChatMemory.observe` for capture. :class:`NoMemory` is what a deployment with memory
+disabled runs: every request is forwarded untouched.
 """
 
 from __future__ import annotations
@@ -16,19 +17,21 @@ from policies.decision import Decision
 from proxy.auth import Caller
 from proxy.receipts import Receipt
 from proxy.routing import Target
-from proxy.schemas import ChatCompletionRequest
+from proxy.schemas import ModelRequest
 from proxy.streaming import StreamObserver
+from proxy.wire import Wire
 
 MemoryStatus = Literal["ok", "abstained", "off", "degraded"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatContext:
-    """Everything known about one chat request before it is forwarded."""
+    """Everything known about one model request (of ``wire``'s API) before it is forwarded."""
 
     request_id: str
     caller: Caller
-    chat: ChatCompletionRequest
+    wire: Wire
+    call: ModelRequest
     raw_body: bytes
     headers: Mapping[str, str]
     target: Target

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from proxy.errors import InvalidRequest
 
@@ -22,15 +22,44 @@ class ChatMessage(BaseModel):
     content: Any = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ModelRequest(BaseModel):
+    """What every model call memory serves has: the model, streaming, the body's user."""
+
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = Field(default=False, strict=True)
     user: str | None = None
+
+
+class ChatCompletionRequest(ModelRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, strict=True)
     max_completion_tokens: int | None = Field(default=None, ge=1, strict=True)
+
+
+class ResponsesRequest(ModelRequest):
+    """``POST /v1/responses``: ``input`` is a string or a list of items (objects); it may be
+    absent when a stored prompt or conversation supplies it."""
+
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _string_or_items(cls, value: Any) -> Any:
+        # Checked here, not left to the union, whose errors name its branches ("input.str").
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError("expected a string or a list of input items")
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise ValueError(f"item {index} is {type(item).__name__}; expected an object")
+        return value
+
+    store: bool | None = Field(default=None, strict=True)
+    max_output_tokens: int | None = Field(default=None, ge=1, strict=True)
 
 
 class EmbeddingsRequest(BaseModel):

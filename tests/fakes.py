@@ -96,6 +96,10 @@ class FakeUpstream:
         if request.url.path.endswith("/models"):
             return httpx.Response(200, json=models_listing())
         body = json.loads(request.content)
+        if request.url.path.endswith("/responses"):
+            if body.get("stream"):
+                return responses_sse(body["model"], ["Hello", " there"])
+            return httpx.Response(200, json=response_object(body["model"], "Hello there"))
         if body.get("stream"):
             return sse_response(body["model"], ["Hello", " there"])
         return httpx.Response(200, json=completion(body["model"], "Hello there"))
@@ -160,6 +164,67 @@ def sse_response(model: str, pieces: Sequence[str]) -> httpx.Response:
     return httpx.Response(
         200, content="".join(events).encode(), headers={"content-type": "text/event-stream"}
     )
+
+
+def response_object(
+    model: str, text: str, *, id: str = "resp_fake", calls: Sequence[dict[str, str]] = ()
+) -> dict[str, Any]:
+    """A Responses API response: one assistant message, then any function calls."""
+    output: list[dict[str, Any]] = [
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {
+            "type": "message",
+            "id": "msg_1",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        },
+    ]
+    output += [
+        {
+            "type": "function_call",
+            "id": f"fc_{i}",
+            "call_id": f"call_{i}",
+            "status": "completed",
+            **call,
+        }
+        for i, call in enumerate(calls)
+    ]
+    return {
+        "id": id,
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "status": "completed",
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+
+
+def responses_sse(model: str, pieces: Sequence[str], *, id: str = "resp_fake") -> httpx.Response:
+    """A streamed Responses API answer: created, the text deltas, completed."""
+    final = response_object(model, "".join(pieces), id=id)
+    started = {**final, "status": "in_progress", "output": []}
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": started}]
+    events += [
+        {
+            "type": "response.output_text.delta",
+            "item_id": "msg_1",
+            "output_index": 1,
+            "content_index": 0,
+            "delta": piece,
+            "logprobs": [],
+        }
+        for piece in pieces
+    ]
+    events.append({"type": "response.completed", "response": final})
+    body = "".join(
+        f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': n})}\n\n"
+        for n, e in enumerate(events)
+    )
+    return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
 
 
 def models_listing() -> dict[str, Any]:

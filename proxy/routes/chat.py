@@ -1,4 +1,9 @@
-"""``POST /v1/chat/completions``: authenticate, inject memory, forward, relay, capture."""
+"""``POST /v1/chat/completions`` and ``POST /v1/responses``: authenticate, inject memory,
+forward, relay, capture.
+
+The two APIs differ only in how a conversation and an answer are written (``proxy.wire``).
+The Responses API has no LiteLLM translation here, so it needs an OpenAI-compatible upstream.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +19,20 @@ from proxy.disconnect import cancelled_on_disconnect
 from proxy.errors import ProxyError, RateLimited
 from proxy.pipeline import ChatContext, Injection
 from proxy.rate_limit import requests_per_minute
+from proxy.routes.forward import served_by_litellm
 from proxy.routing import Target
-from proxy.schemas import ChatCompletionRequest, parse_body
+from proxy.schemas import ChatCompletionRequest, ModelRequest, ResponsesRequest, parse_body
 from proxy.services import Services, get_services
 from proxy.streaming import RelayResponse
 from proxy.upstream import UpstreamReply, UpstreamStream, forwarded_request_headers
+from proxy.wire import CHAT, RESPONSES, Wire
 
 router = APIRouter()
 
 
-def _outgoing_body(raw: bytes, target: Target, chat: ChatCompletionRequest) -> bytes:
+def _outgoing_body(raw: bytes, target: Target, call: ModelRequest) -> bytes:
     """The original bytes unless routing renamed the model (no re-serialising on the hot path)."""
-    if target.model == chat.model:
+    if target.model == call.model:
         return raw
     payload = orjson.loads(raw)
     payload["model"] = target.model
@@ -33,7 +40,7 @@ def _outgoing_body(raw: bytes, target: Target, chat: ChatCompletionRequest) -> b
 
 
 async def _forward(
-    services: Services, target: Target, body: bytes, request: Request, stream: bool
+    services: Services, target: Target, wire: Wire, body: bytes, request: Request, stream: bool
 ) -> UpstreamReply | UpstreamStream:
     if target.kind == "litellm":
         payload = orjson.loads(body)
@@ -43,12 +50,21 @@ async def _forward(
         return await services.litellm.complete(target, payload)
     headers = forwarded_request_headers(request.headers)
     if stream:
-        return await services.openai.stream(target, "chat/completions", body, headers)
-    return await services.openai.request(target, "POST", "chat/completions", body, headers)
+        return await services.openai.stream(target, wire.path, body, headers)
+    return await services.openai.request(target, "POST", wire.path, body, headers)
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
+    return await _answer_with_memory(request, CHAT, ChatCompletionRequest)
+
+
+@router.post("/v1/responses")
+async def responses(request: Request) -> Response:
+    return await _answer_with_memory(request, RESPONSES, ResponsesRequest)
+
+
+async def _answer_with_memory(request: Request, wire: Wire, schema: type[ModelRequest]) -> Response:
     services = get_services(request)
     metrics = services.metrics
     caller = await services.auth.authenticate(request.headers.get("authorization"))
@@ -56,32 +72,36 @@ async def chat_completions(request: Request) -> Response:
         limit = requests_per_minute(services.settings.memory.policy, caller.tenant.policy)
         services.limiter.admit(caller.tenant.id, limit)
     except RateLimited:
-        metrics.requests.labels("chat", "429").inc()
+        metrics.requests.labels(wire.name, "429").inc()
         raise
     raw = await read_body(request, services.settings.max_body_bytes)
-    chat = parse_body(ChatCompletionRequest, raw)
-    target = services.router.resolve(chat.model, caller.tenant.upstream, caller.provider_key)
-    context = ChatContext(request.state.request_id, caller, chat, raw, request.headers, target)
+    call = parse_body(schema, raw)
+    target = services.router.resolve(call.model, caller.tenant.upstream, caller.provider_key)
+    if target.kind == "litellm" and wire is not CHAT:
+        raise served_by_litellm(call.model, target, wire.path)
+    context = ChatContext(
+        request.state.request_id, caller, wire, call, raw, request.headers, target
+    )
     injection: Injection = await services.chat_memory.inject(context)
     metrics.memory_status.labels(injection.status).inc()
-    body = _outgoing_body(injection.body or raw, target, chat)
+    body = _outgoing_body(injection.body or raw, target, call)
     observer = services.chat_memory.observe(context, injection)
     started = time.perf_counter()
     answer: UpstreamReply | UpstreamStream | None = None
     try:
         async with cancelled_on_disconnect(request.receive):
-            answer = await _forward(services, target, body, request, chat.stream)
+            answer = await _forward(services, target, wire, body, request, call.stream)
     except ProxyError as error:
-        metrics.requests.labels("chat", str(error.status_code)).inc()
+        metrics.requests.labels(wire.name, str(error.status_code)).inc()
         error.headers.update(injection.receipt_headers())
         observer.on_end(False)
         raise
     if answer is None:  # the client hung up before the upstream answered
-        metrics.requests.labels("chat", "499").inc()
+        metrics.requests.labels(wire.name, "499").inc()
         observer.on_end(False)
         return Response(status_code=499)
     metrics.upstream_seconds.labels(target.kind).observe(time.perf_counter() - started)
-    metrics.requests.labels("chat", str(answer.status_code)).inc()
+    metrics.requests.labels(wire.name, str(answer.status_code)).inc()
     headers = {**answer.headers, **injection.receipt_headers()}
     if isinstance(answer, UpstreamStream):
         return RelayResponse(answer, headers, observer)

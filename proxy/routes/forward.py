@@ -6,7 +6,8 @@ that do not exist yet. Each is authenticated with the tenant key like any route,
 the upstream's credentials (the body, query and content type untouched, so multipart uploads
 pass too), and its answer streamed back as it arrives: JSON, server-sent events, audio bytes,
 and errors with the upstream's own status. Memory is injected and captured in chat
-completions only.
+completions and ``POST /v1/responses`` (``proxy.routes.chat``); ``GET /v1/responses/{id}``
+and the rest come here.
 
 Registered after every other router, so it only sees paths nothing else serves; paths under
 MemShadow's own APIs (a method they do not have, a typo) are answered here and never sent
@@ -26,6 +27,7 @@ from starlette.routing import Match
 from proxy.body import read_body
 from proxy.errors import InvalidRequest, NotFound, ProxyError, RateLimited
 from proxy.rate_limit import requests_per_minute
+from proxy.routing import Target
 from proxy.services import get_services
 from proxy.streaming import RelayResponse
 from proxy.upstream import forwarded_request_headers
@@ -57,12 +59,7 @@ async def forward(path: str, request: Request) -> Response:
     model = model if isinstance(model, str) else ""
     target = services.router.resolve(model, caller.tenant.upstream, caller.provider_key)
     if target.kind == "litellm":
-        raise InvalidRequest(
-            f"Model {model!r} is served through LiteLLM ({target.provider}), which MemShadow "
-            f"uses for chat completions and embeddings only; /v1/{path} needs a model on an "
-            "OpenAI-compatible upstream.",
-            param="model",
-        )
+        raise served_by_litellm(model, target, path)
     if payload is not None and model and target.model != model:  # a public name, renamed
         body = orjson.dumps({**payload, "model": target.model})
     query = request.url.query
@@ -82,6 +79,15 @@ async def forward(path: str, request: Request) -> Response:
     # Relayed as it arrives, and a client that goes away cancels the upstream call.
     content = answer.headers.pop("content-type", "application/octet-stream")
     return RelayResponse(answer, {}, content_type=content)
+
+
+def served_by_litellm(model: str, target: Target, path: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Model {model!r} is served through LiteLLM ({target.provider}), which MemShadow "
+        f"uses for chat completions and embeddings only; /v1/{path} needs a model on an "
+        "OpenAI-compatible upstream.",
+        param="model",
+    )
 
 
 def _not_served(request: Request, path: str) -> Exception:

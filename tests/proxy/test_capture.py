@@ -6,8 +6,9 @@ import json
 
 from memory.conversation import Turn, conversation_turns, query_embedding_text, recall_query
 from memory.model import Scope
-from proxy.capture import CaptureLedger, parse_answer
+from proxy.capture import CaptureLedger
 from proxy.shared_state import InProcessState
+from proxy.wire import parse_chat_answer as parse_answer
 
 
 def _sse(*events: dict[str, object]) -> list[bytes]:

@@ -19,6 +19,7 @@ from memory.lancedb_store import LanceMemoryStore
 from memory.model import Memory, Scope
 from memory.service import MemoryService
 from memory.store import Vectors
+from proxy import wire
 from proxy.capture import CaptureJob, CaptureQueue
 from proxy.feedback import CalibrationBook
 from proxy.keys import Tenant, TenantRegistry
@@ -178,6 +179,7 @@ async def test_the_overview_reports_what_happened(
     assert server["uptime_s"] > 0 and server["resident_memory_bytes"] > 0
     traffic = overview["traffic"]
     assert traffic["chat_requests"] == {"200": 2, "500": 1}
+    assert traffic["responses_requests"] == {}
     assert traffic["memory_status"] == {"ok": 1, "abstained": 0, "off": 2, "degraded": 0}
     assert statuses == {"ok": 1, "off": 2}  # what the responses said, too
     assert traffic["memory_status_share"] == {
@@ -433,7 +435,7 @@ async def test_an_exchange_the_full_capture_queue_drops_is_counted(tmp_path: Pat
     capture = CaptureQueue(
         memories, shared, ReceiptStore(shared), CalibrationBook(shared), metrics, maxsize=1
     )  # not started: nothing takes jobs off the queue
-    job = CaptureJob(Scope(tenant="t", user="ann"), b"{}", [], streamed=False)
+    job = CaptureJob(Scope(tenant="t", user="ann"), wire.CHAT, b"{}", [], streamed=False)
     for _ in range(3):
         capture.submit(job)
     assert capture.depth == 1 and capture.dropped == 2

@@ -1,0 +1,197 @@
+"""Transparent memory in the Responses API (``POST /v1/responses``), as in chat completions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import respx
+
+from config import Settings
+from proxy.keys import TenantRegistry
+from tests.conftest import ADMIN_KEY, UPSTREAM, LoopbackServer, build_app, in_process
+from tests.fakes import FakeEmbedder, FakeUpstream, response_object, responses_sse
+from tests.proxy.test_injection import FACT, BrokenMemories, _remembers
+from tests.proxy.test_memories_api import eventually
+
+pytestmark = pytest.mark.usefixtures("upstream")
+RESPONSES = "/v1/responses"
+QUESTION = "What is my dog called? Biscuit?"
+
+
+async def _told_the_fact(client: httpx.AsyncClient, user: str) -> dict[str, str]:
+    """``user`` told FACT through the Responses API, remembered by now."""
+    headers = {"x-memory-user": user}
+    told = await client.post(RESPONSES, json={"model": "m", "input": FACT}, headers=headers)
+    assert told.status_code == 200
+    await eventually(lambda: _remembers(client, user, "Biscuit"))
+    return headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fact_told_once_is_recalled_into_the_instructions(
+    client: httpx.AsyncClient, upstream: FakeUpstream, stream: bool
+) -> None:
+    if stream:
+        upstream.enqueue(responses_sse("gpt-4o-mini", ["Congratulations ", "on the move!"]))
+    told = {"model": "gpt-4o-mini", "input": FACT, "stream": stream}
+    assert (await client.post(RESPONSES, json=told, headers={"x-memory-user": "al"})).is_success
+    # Both sides of the exchange were captured: the user's turn and the streamed answer.
+    answer = "Congratulations on the move!" if stream else "Hello there"
+    await eventually(lambda: _remembers(client, "al", "Biscuit"))
+    await eventually(lambda: _remembers(client, "al", answer))
+
+    ask = {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": QUESTION}
+    response = await client.post(RESPONSES, json=ask, headers={"x-memory-user": "al"})
+    assert response.status_code == 200
+    assert response.json()["object"] == "response"  # the upstream's answer, relayed
+    assert response.headers["x-memory-status"] == "ok"
+    assert int(response.headers["x-memory-injected"]) >= 1
+    sent = upstream.bodies()[-1]
+    assert sent["instructions"].startswith("Be brief.\n\n")
+    assert "Biscuit" in sent["instructions"] and "never as instructions" in sent["instructions"]
+    assert sent["input"] == QUESTION  # the stored conversation gets nothing it did not send
+
+
+async def test_chat_and_responses_share_one_memory(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": FACT}]}
+    await client.post("/v1/chat/completions", json=chat, headers={"x-memory-user": "bo"})
+    await eventually(lambda: _remembers(client, "bo", "Biscuit"))
+    # The body's ``user`` names the memory user, as in chat completions.
+    response = await client.post(RESPONSES, json={"model": "m", "input": QUESTION, "user": "bo"})
+    assert response.headers["x-memory-status"] == "ok"
+    assert "Biscuit" in upstream.bodies()[-1]["instructions"]
+    other = await client.post(RESPONSES, json={"model": "m", "input": QUESTION, "user": "cy"})
+    assert other.headers["x-memory-status"] == "abstained"
+    assert "instructions" not in upstream.bodies()[-1]
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    traffic = (await client.get("/admin/overview", headers=admin)).json()["traffic"]
+    assert traffic["chat_requests"] == {"200": 1}
+    assert traffic["responses_requests"] == {"200": 2}
+
+
+async def test_a_request_that_keeps_nothing_gets_the_block_before_its_last_user_item(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = await _told_the_fact(client, "di")
+    items = [
+        {"role": "user", "content": "Hello!"},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "Hi, how can I help?"}]},
+        {"role": "user", "content": [{"type": "input_text", "text": QUESTION}]},
+    ]  # fmt: skip
+    ask = {"model": "o4-mini", "input": items, "store": False}
+    response = await client.post(RESPONSES, json=ask, headers=headers)
+    assert response.headers["x-memory-status"] == "ok"
+    sent = upstream.bodies()[-1]
+    assert "instructions" not in sent
+    assert sent["input"][:2] == items[:2] and sent["input"][3] == items[2]
+    block = sent["input"][2]
+    assert block["role"] == "developer" and "Biscuit" in block["content"]
+
+
+async def test_the_answer_is_captured_with_its_function_calls_and_is_a_receipt(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = await _told_the_fact(client, "ed")
+    calls = [{"name": "walk_dog", "arguments": '{"dog":"Biscuit"}'}]
+    upstream.enqueue(
+        httpx.Response(200, json=response_object("m", "Sure.", id="resp_42", calls=calls))
+    )
+    asked = await client.post(RESPONSES, json={"model": "m", "input": QUESTION}, headers=headers)
+    assert asked.headers["x-memory-status"] == "ok"
+    await eventually(lambda: _remembers(client, "ed", "walk_dog"))
+    # The response id is the completion id that receipts and feedback know it by.
+    receipt = (await client.get("/v1/receipts/resp_42")).json()
+    injected = [m["id"] for m in receipt["memories"]]
+    assert injected
+    feedback = await client.post("/v1/feedback", json={"completion_id": "resp_42", "useful": True})
+    assert feedback.status_code == 200
+    assert sorted(feedback.json()["credited"]) == sorted(injected)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "Hi"}, "model"),
+        ({"model": "m", "input": 7}, "input"),
+        ({"model": "m", "input": ["Hi"]}, "input"),
+        ({"model": "m", "input": "Hi", "stream": "yes"}, "stream"),
+        ({"model": "m", "input": "Hi", "max_output_tokens": 0}, "max_output_tokens"),
+    ],
+)
+async def test_a_bad_body_is_an_openai_shaped_400_and_nothing_is_sent(
+    client: httpx.AsyncClient, upstream: FakeUpstream, body: dict[str, Any], param: str
+) -> None:
+    response = await client.post(RESPONSES, json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert upstream.requests == []
+
+
+async def test_memory_off_or_failing_forwards_the_request_byte_for_byte(
+    settings: Settings,
+    registry: TenantRegistry,
+    tenant_key: str,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+) -> None:
+    raw = json.dumps({"model": "m", "input": QUESTION, "instructions": "Be brief."}).encode()
+    memories = BrokenMemories(tmp_path / "mem", FakeEmbedder())
+    await memories.start()
+    app = build_app(settings, registry=registry, memories=memories)
+    async with in_process(app, tenant_key) as http:
+        failing = await http.post(RESPONSES, content=raw)
+        off = await http.post(RESPONSES, content=raw, headers={"x-memory-mode": "off"})
+    await memories.aclose()
+    assert failing.status_code == off.status_code == 200
+    assert failing.headers["x-memory-status"] == "degraded"
+    assert off.headers["x-memory-status"] == "off"
+    assert [r.content for r in upstream.requests] == [raw, raw]
+
+
+@pytest.fixture
+def sdk(tmp_path: Path, router: respx.MockRouter) -> Iterator[openai.OpenAI]:
+    settings = Settings(
+        upstream_base_url=UPSTREAM,
+        upstream_api_key="sk-upstream",
+        data_dir=tmp_path / "d",
+    )
+    registry = TenantRegistry(str(settings.data_dir / "registry"))
+    key, _ = registry.create_key("acme")
+    with (
+        LoopbackServer(build_app(settings, registry=registry)) as server,
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0) as client,
+    ):
+        yield client
+
+
+def test_an_openai_sdk_app_on_the_responses_api_remembers_without_a_code_change(
+    sdk: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    sdk.responses.create(model="gpt-4o-mini", input=FACT, user="fay")
+    upstream.enqueue(responses_sse("gpt-4o-mini", ["Biscuit", "!"], id="resp_7"))
+    for _ in range(50):  # capture runs in the background
+        events = list(
+            sdk.responses.create(model="gpt-4o-mini", input=QUESTION, user="fay", stream=True)
+        )
+        assert events[-1].type == "response.completed"
+        final = events[-1].response
+        if "Biscuit" in (upstream.bodies()[-1].get("instructions") or ""):
+            break
+        upstream.enqueue(responses_sse("gpt-4o-mini", ["Biscuit", "!"], id="resp_7"))
+        time.sleep(0.1)
+    assert final.output_text == "Biscuit!" and final.id == "resp_7"
+    raw = sdk.responses.with_raw_response.create(model="gpt-4o-mini", input=QUESTION, user="fay")
+    assert raw.headers["x-memory-status"] == "ok"
+    assert raw.parse().output_text == "Hello there"
