@@ -19,7 +19,12 @@ serve: $(STAMP)
 redis-server:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
-test: $(STAMP) redis-server
+# The openai-node SDK that tests/proxy/test_node_sdk.py drives (Node.js is on the machine).
+NODE_SDK := tests/node/node_modules/.package-lock.json
+$(NODE_SDK): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+
+test: $(STAMP) redis-server $(NODE_SDK)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider

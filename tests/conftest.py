@@ -166,6 +166,21 @@ class LoopbackServer:
         self._thread.join(timeout=10)
 
 
+@pytest.fixture
+def live_memshadow(tmp_path: Path) -> Iterator[tuple[str, str, FakeUpstream]]:
+    """MemShadow on loopback (its URL, a tenant key) in front of a scripted upstream on
+    loopback: what an SDK in another thread or process talks to."""
+    fake = FakeUpstream()
+    with LoopbackServer(fake.asgi()) as upstream_server:
+        settings = Settings(
+            upstream_base_url=f"{upstream_server.url}/v1", data_dir=tmp_path / "live"
+        )
+        registry = TenantRegistry(str(settings.data_dir / "registry"))
+        key, _ = registry.create_key("acme")
+        with LoopbackServer(build_app(settings, registry=registry)) as proxy_server:
+            yield proxy_server.url, key, fake
+
+
 class RedisServer:
     """A real ``redis-server`` on a free loopback port, nothing persisted; restartable."""
 

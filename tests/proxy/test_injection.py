@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from memory.model import RecallResult, Scope
 from memory.service import MemoryService
 from proxy.keys import TenantRegistry
 from proxy.log_throttle import LogThrottle
-from tests.conftest import LoopbackServer, build_app, in_process
+from tests.conftest import build_app, in_process
 from tests.fakes import FakeEmbedder, FakeUpstream, completion, sse_response
 from tests.proxy.test_memories_api import eventually
 
@@ -370,19 +370,6 @@ async def test_anthropic_routed_requests_carry_the_block_in_system(
     )
     assert "<memories>" in system and "Gus lives in Porto" in system
     assert all(m["role"] != "system" for m in sent["messages"])
-
-
-@pytest.fixture
-def live_memshadow(tmp_path: Path) -> Iterator[tuple[str, str, FakeUpstream]]:
-    fake = FakeUpstream()
-    with LoopbackServer(fake.asgi()) as upstream_server:
-        settings = Settings(
-            upstream_base_url=f"{upstream_server.url}/v1", data_dir=tmp_path / "live"
-        )
-        registry = TenantRegistry(str(settings.data_dir / "registry"))
-        key, _ = registry.create_key("acme")
-        with LoopbackServer(build_app(settings, registry=registry)) as proxy_server:
-            yield proxy_server.url, key, fake
 
 
 def test_the_openai_sdk_app_remembers_without_a_code_change(
