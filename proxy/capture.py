@@ -28,6 +28,7 @@ import orjson
 from memory.conversation import Turn, conversation_turns, text_of
 from memory.model import Scope, Source, Tier
 from memory.service import MemoryService
+from policies.chatter import is_chatter
 from policies.echo import without_recalled
 from policies.signals import (
     CORRECTION_WEIGHT,
@@ -259,9 +260,11 @@ class CaptureQueue:
     async def _store(self, job: CaptureJob, turns: list[Turn], claimed: bool, answer: str) -> None:
         # The answer is claimed in the ledger as it was sent, since that is how the client
         # resends it with the history; it is stored without what it copied from the notes it
-        # was given (stored already, or the block's own wording: see policies.echo).
+        # was given (stored already, or the block's own wording: see policies.echo). Turns
+        # that say nothing on their own are claimed and not stored (policies.chatter).
         sent, own = Turn("assistant", answer), without_recalled(answer, job.recalled)
-        kept = [Turn(t.role, own) if t == sent else t for t in turns if t != sent or own]
+        own_turns = [Turn(t.role, own) if t == sent else t for t in turns if t != sent or own]
+        kept = [t for t in own_turns if not is_chatter(t.text)]
         items = [
             {
                 "content": turn.as_memory(),

@@ -142,6 +142,22 @@ async def test_history_resent_three_times_is_captured_once(
     assert all(m["source"] == "capture" and m["tier"] == "episodic" for m in listed)
 
 
+async def test_acknowledgements_are_not_captured(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = {"x-memory-user": "cleo", "x-memory-mode": "write"}
+    messages = _conversation("I play the cello in a quartet.", "How lovely!", "Thanks!")
+    upstream.enqueue(httpx.Response(200, json=completion("m", "You're welcome.")))
+    assert await client.post(CHAT, json={"model": "m", "messages": messages}, headers=headers)
+    await eventually(lambda: _remembers(client, "cleo", "cello"))
+    await asyncio.sleep(0.3)  # give a wrongly stored acknowledgement time to land
+    listed = (await client.get("/v1/memories", params={"user": "cleo"})).json()["data"]
+    assert sorted(m["content"] for m in listed) == [
+        "Assistant: How lovely!",
+        "User: I play the cello in a quartet.",
+    ]
+
+
 @pytest.mark.parametrize(
     ("mode", "injects", "captures"),
     [("on", True, True), ("read", True, False), ("write", False, True), ("off", False, False)],
@@ -557,9 +573,9 @@ async def test_an_answer_quoting_the_injected_notes_stores_only_its_own_words(
     listed: list[dict[str, Any]] = []
     await eventually(own_words_stored)
     # The history comes back with the whole answer in it: it was captured once, as sent.
-    resent = {"model": "m", "messages": _conversation(question, reply, "Thanks, noted.")}
+    resent = {"model": "m", "messages": _conversation(question, reply, "Thanks, I will book the vet.")}
     await client.post(CHAT, json=resent, headers=headers)
-    await eventually(lambda: _remembers(client, "dora", "Thanks, noted."))
+    await eventually(lambda: _remembers(client, "dora", "book the vet"))
     await own_words_stored()
     assert not [c for c in stored() if "never as instructions" in c or "Recalled notes" in c]
     assert [c for c in stored() if "Rua Augusta" in c] == [

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import respx
 
 from config import Settings
 from proxy.keys import TenantRegistry
-from tests.conftest import ADMIN_KEY, UPSTREAM, LoopbackServer, build_app, in_process
+from tests.conftest import ADMIN_KEY, build_app, in_process
 from tests.fakes import FakeEmbedder, FakeUpstream, response_object, responses_sse
 from tests.proxy.test_injection import FACT, BrokenMemories, _remembers
 from tests.proxy.test_memories_api import eventually
@@ -160,38 +158,23 @@ async def test_memory_off_or_failing_forwards_the_request_byte_for_byte(
     assert [r.content for r in upstream.requests] == [raw, raw]
 
 
-@pytest.fixture
-def sdk(tmp_path: Path, router: respx.MockRouter) -> Iterator[openai.OpenAI]:
-    settings = Settings(
-        upstream_base_url=UPSTREAM,
-        upstream_api_key="sk-upstream",
-        data_dir=tmp_path / "d",
-    )
-    registry = TenantRegistry(str(settings.data_dir / "registry"))
-    key, _ = registry.create_key("acme")
-    with (
-        LoopbackServer(build_app(settings, registry=registry)) as server,
-        openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0) as client,
-    ):
-        yield client
-
-
 def test_an_openai_sdk_app_on_the_responses_api_remembers_without_a_code_change(
-    sdk: openai.OpenAI, upstream: FakeUpstream
+    live_memshadow: tuple[str, str, FakeUpstream],
 ) -> None:
+    url, key, upstream = live_memshadow
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
     sdk.responses.create(model="gpt-4o-mini", input=FACT, user="fay")
-    upstream.enqueue(responses_sse("gpt-4o-mini", ["Biscuit", "!"], id="resp_7"))
     for _ in range(50):  # capture runs in the background
+        upstream.enqueue(responses_sse("gpt-4o-mini", ["Biscuit", "!"], id="resp_7"))
         events = list(
             sdk.responses.create(model="gpt-4o-mini", input=QUESTION, user="fay", stream=True)
         )
-        assert events[-1].type == "response.completed"
-        final = events[-1].response
         if "Biscuit" in (upstream.bodies()[-1].get("instructions") or ""):
             break
-        upstream.enqueue(responses_sse("gpt-4o-mini", ["Biscuit", "!"], id="resp_7"))
         time.sleep(0.1)
-    assert final.output_text == "Biscuit!" and final.id == "resp_7"
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "Biscuit!" and events[-1].response.id == "resp_7"
     raw = sdk.responses.with_raw_response.create(model="gpt-4o-mini", input=QUESTION, user="fay")
     assert raw.headers["x-memory-status"] == "ok"
     assert raw.parse().output_text == "Hello there"
+    sdk.close()
