@@ -176,13 +176,11 @@ def _keeps_nothing(payload: Payload) -> bool:
 
 
 def _responses_place(payload: Payload, block: str, placement: Placement, role: str) -> Payload:
-    instructions = payload.get("instructions")
-    among_items = _keeps_nothing(payload) and placement != "system_append"
-    if not among_items and (instructions is None or isinstance(instructions, str)):
-        joined = f"{instructions}\n\n{block}" if instructions else block
-        return {**payload, "instructions": joined}
-    items = place(_input_items(payload), block, placement, role, text_part="input_text")
-    return {**payload, "input": items}
+    if _keeps_nothing(payload) and placement != "system_append":
+        items = place(_input_items(payload), block, placement, role, text_part="input_text")
+        return {**payload, "input": items}
+    instructions = payload.get("instructions")  # a string or absent (proxy.schemas)
+    return {**payload, "instructions": f"{instructions}\n\n{block}" if instructions else block}
 
 
 def _output_text(response: Any) -> str:

@@ -573,7 +573,10 @@ async def test_an_answer_quoting_the_injected_notes_stores_only_its_own_words(
     listed: list[dict[str, Any]] = []
     await eventually(own_words_stored)
     # The history comes back with the whole answer in it: it was captured once, as sent.
-    resent = {"model": "m", "messages": _conversation(question, reply, "Thanks, I will book the vet.")}
+    resent = {
+        "model": "m",
+        "messages": _conversation(question, reply, "Thanks, I will book the vet."),
+    }
     await client.post(CHAT, json=resent, headers=headers)
     await eventually(lambda: _remembers(client, "dora", "book the vet"))
     await own_words_stored()
