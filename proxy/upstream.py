@@ -282,26 +282,43 @@ class LiteLLMUpstream:
                 _headline(exc), status_code=exc.status_code, code=exc.code, param=exc.param
             ) from exc
 
-    async def complete(self, target: Target, payload: Mapping[str, Any]) -> UpstreamReply:
+    def _call(self, path: str) -> Callable[..., Any]:
+        """LiteLLM's function for an OpenAI API path: its answers come in that API's format."""
+        call: Callable[..., Any] = (
+            self.litellm.aresponses if path == "responses" else self.litellm.acompletion
+        )
+        return call
+
+    async def complete(
+        self, target: Target, payload: Mapping[str, Any], path: str = "chat/completions"
+    ) -> UpstreamReply:
         with self._map_errors(target):
-            response = await self.litellm.acompletion(**self._arguments(target, payload))
+            response = await self._call(path)(**self._arguments(target, payload))
         return UpstreamReply(200, response.model_dump_json(exclude_none=True).encode())
 
-    async def stream(self, target: Target, payload: Mapping[str, Any]) -> UpstreamStream:
+    async def stream(
+        self, target: Target, payload: Mapping[str, Any], path: str = "chat/completions"
+    ) -> UpstreamStream:
         with self._map_errors(target):
-            stream = await self.litellm.acompletion(**self._arguments(target, payload))
+            stream = await self._call(path)(**self._arguments(target, payload))
             iterator = stream.__aiter__()
             # Pull the first chunk now so a provider error becomes an HTTP status, not a
             # broken stream after a 200.
             first = await anext(iterator, None)
+        # Chat chunks are bare data lines ended by [DONE]; Responses events are named.
+        named = path == "responses"
 
         async def chunks() -> AsyncIterator[bytes]:
             chunk = first
             with self._map_errors(target):
                 while chunk is not None:
-                    yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+                    data = chunk.model_dump_json(exclude_none=True).encode()
+                    kind = getattr(chunk.type, "value", chunk.type) if named else ""  # an enum
+                    event = f"event: {kind}\n".encode() if named else b""
+                    yield event + b"data: " + data + b"\n\n"
                     chunk = await anext(iterator, None)
-            yield b"data: [DONE]\n\n"
+            if not named:
+                yield b"data: [DONE]\n\n"
 
         async def aclose() -> None:
             close = getattr(stream, "aclose", None)

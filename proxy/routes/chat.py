@@ -2,7 +2,8 @@
 forward, relay, capture.
 
 The two APIs differ only in how a conversation and an answer are written (``proxy.wire``).
-The Responses API has no LiteLLM translation here, so it needs an OpenAI-compatible upstream.
+A model routed through LiteLLM gets either API in OpenAI's format (LiteLLM translates the
+Responses API to the provider's own; it keeps no stored responses, so nothing chains).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from proxy.disconnect import cancelled_on_disconnect
 from proxy.errors import ProxyError, RateLimited
 from proxy.pipeline import ChatContext, Injection
 from proxy.rate_limit import requests_per_minute
-from proxy.routes.forward import served_by_litellm
 from proxy.routing import Target
 from proxy.schemas import ChatCompletionRequest, ModelRequest, ResponsesRequest, parse_body
 from proxy.services import Services, get_services
@@ -46,8 +46,8 @@ async def _forward(
         payload = orjson.loads(body)
         payload.pop("model", None)
         if stream:
-            return await services.litellm.stream(target, payload)
-        return await services.litellm.complete(target, payload)
+            return await services.litellm.stream(target, payload, wire.path)
+        return await services.litellm.complete(target, payload, wire.path)
     headers = forwarded_request_headers(request.headers)
     if stream:
         return await services.openai.stream(target, wire.path, body, headers)
@@ -77,8 +77,6 @@ async def _answer_with_memory(request: Request, wire: Wire, schema: type[ModelRe
     raw = await read_body(request, services.settings.max_body_bytes)
     call = parse_body(schema, raw)
     target = services.router.resolve(call.model, caller.tenant.upstream, caller.provider_key)
-    if target.kind == "litellm" and wire is not CHAT:
-        raise served_by_litellm(call.model, target, wire.path)
     context = ChatContext(
         request.state.request_id, caller, wire, call, raw, request.headers, target
     )

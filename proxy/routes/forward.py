@@ -27,7 +27,6 @@ from starlette.routing import Match
 from proxy.body import read_body
 from proxy.errors import InvalidRequest, NotFound, ProxyError, RateLimited
 from proxy.rate_limit import requests_per_minute
-from proxy.routing import Target
 from proxy.services import get_services
 from proxy.streaming import RelayResponse
 from proxy.upstream import forwarded_request_headers
@@ -59,7 +58,12 @@ async def forward(path: str, request: Request) -> Response:
     model = model if isinstance(model, str) else ""
     target = services.router.resolve(model, caller.tenant.upstream, caller.provider_key)
     if target.kind == "litellm":
-        raise served_by_litellm(model, target, path)
+        raise InvalidRequest(
+            f"Model {model!r} is served through LiteLLM ({target.provider}), which MemShadow "
+            "uses for chat completions, POST /v1/responses and embeddings only; "
+            f"/v1/{path} needs a model on an OpenAI-compatible upstream.",
+            param="model",
+        )
     if payload is not None and model and target.model != model:  # a public name, renamed
         body = orjson.dumps({**payload, "model": target.model})
     query = request.url.query
@@ -79,15 +83,6 @@ async def forward(path: str, request: Request) -> Response:
     # Relayed as it arrives, and a client that goes away cancels the upstream call.
     content = answer.headers.pop("content-type", "application/octet-stream")
     return RelayResponse(answer, {}, content_type=content)
-
-
-def served_by_litellm(model: str, target: Target, path: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Model {model!r} is served through LiteLLM ({target.provider}), which MemShadow "
-        f"uses for chat completions and embeddings only; /v1/{path} needs a model on an "
-        "OpenAI-compatible upstream.",
-        param="model",
-    )
 
 
 def _not_served(request: Request, path: str) -> Exception:

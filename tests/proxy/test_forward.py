@@ -155,7 +155,7 @@ async def test_a_litellm_model_is_refused_clearly_and_a_renamed_one_is_renamed(
     ]
     app = build_app(settings.model_copy(update={"model_list": routes}), registry=registry)
     async with in_process(app, tenant_key) as client:
-        refused = await client.post("/v1/responses", json={"model": "claude", "input": "Hi"})
+        refused = await client.post("/v1/completions", json={"model": "claude", "prompt": "Hi"})
         assert refused.status_code == 400
         assert refused.json()["error"]["param"] == "model"
         assert "anthropic" in refused.json()["error"]["message"]

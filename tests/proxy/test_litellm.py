@@ -1,4 +1,5 @@
-"""Non-OpenAI providers through LiteLLM: an Anthropic route, plain and streamed (respx)."""
+"""Non-OpenAI providers through LiteLLM: an Anthropic route, plain and streamed (respx), in
+chat completions and the Responses API."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import respx
 from config import ModelRoute, Settings
 from proxy.keys import TenantRegistry
 from tests.conftest import build_app, in_process
+from tests.proxy.test_injection import _remembers
+from tests.proxy.test_memories_api import eventually
 
 ANTHROPIC = "https://api.anthropic.com/v1/messages"
 
@@ -161,3 +164,53 @@ async def test_provider_errors_keep_their_status(
     error = response.json()["error"]
     assert "slow down" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
+
+
+def _system_text(sent: dict[str, object]) -> str:
+    system = sent.get("system") or ""
+    return system if isinstance(system, str) else " ".join(p["text"] for p in system)
+
+
+async def test_the_responses_api_through_litellm_remembers_plain_and_streamed(
+    claude_client: httpx.AsyncClient, anthropic: respx.Route
+) -> None:
+    headers = {"x-memory-user": "gus"}
+    fact = {"user": "gus", "content": "Gus lives in Porto since 2023."}
+    await claude_client.post("/v1/memories", json=fact)
+    await eventually(lambda: _remembers(claude_client, "gus", "Porto"))
+    ask = {"model": "claude", "instructions": "Be brief.", "input": "Where do I live, Porto?"}
+
+    anthropic.mock(return_value=httpx.Response(200, json=_anthropic_message("In Porto.")))
+    plain = await claude_client.post("/v1/responses", json=ask, headers=headers)
+    assert plain.status_code == 200, plain.text
+    assert plain.headers["x-memory-status"] == "ok"
+    body = plain.json()
+    assert body["object"] == "response"
+    assert body["output"][0]["content"][0]["text"] == "In Porto."
+    sent = json.loads(anthropic.calls.last.request.content)
+    assert sent["model"] == "claude-sonnet-4-5"
+    system = _system_text(sent)
+    assert system.startswith("Be brief.") and "<memories>" in system and "Porto since" in system
+    assert [m["role"] for m in sent["messages"]] == ["user"]
+
+    anthropic.mock(
+        return_value=httpx.Response(
+            200,
+            content=_anthropic_stream(["You live ", "by the Douro."]),
+            headers={"content-type": "text/event-stream"},
+        )
+    )
+    async with claude_client.stream(
+        "POST", "/v1/responses", json=ask | {"stream": True}, headers=headers
+    ) as streamed:
+        assert streamed.status_code == 200
+        assert streamed.headers["x-memory-status"] == "ok"
+        text = "".join([t async for t in streamed.aiter_text()])
+    names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    datas = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert names == [d["type"] for d in datas]  # each event named as OpenAI names them
+    assert names[0] == "response.created" and names[-1] == "response.completed"
+    deltas = [d["delta"] for d in datas if d["type"] == "response.output_text.delta"]
+    assert "".join(deltas) == "You live by the Douro."
+    # The streamed answer was captured like any other.
+    await eventually(lambda: _remembers(claude_client, "gus", "You live by the Douro."))
