@@ -147,6 +147,14 @@ class Settings(BaseSettings):
     port: int = 8080
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    cors_origins: list[str] = Field(
+        default=["*"],
+        description=(
+            "Browser origins allowed to call the API (CORS), as OpenAI's API allows any: a "
+            "browser app authenticates with its bearer key, never with cookies. [] turns "
+            "CORS off; a list of origins (https://app.example) restricts it."
+        ),
+    )
 
     # --- upstreams ------------------------------------------------------------------------
     upstream_timeout_s: float = Field(default=600.0, gt=0)

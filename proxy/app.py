@@ -13,6 +13,7 @@ import aiohttp
 import httpx
 from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
+from starlette.middleware.cors import CORSMiddleware
 
 from config import Settings
 from memory.embedder import Embedder, load_embedder
@@ -317,7 +318,22 @@ def create_app(
     )
     for module in routers:
         app.include_router(module.router)
-    hot = {("POST", "/v1/chat/completions"): chat.chat_completions}
+    hot = {
+        ("POST", "/v1/chat/completions"): chat.chat_completions,
+        ("POST", "/v1/responses"): chat.responses,
+    }
     app.add_middleware(DirectRoutes, routes=hot)
+    if settings.cors_origins:
+        # Bearer keys only, no cookies (allow_credentials stays off), so a page on another
+        # origin gains nothing it could not do with the key; answers' own headers
+        # (X-Memory-*, X-Request-Id, the upstream's rate limits) are readable to it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["*"],
+            max_age=600,
+        )
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,14 +1,14 @@
-"""The hot route served in front of FastAPI's router.
+"""The hot routes served in front of FastAPI's router.
 
-Every chat request an app makes is ``POST /v1/chat/completions``. FastAPI's routing,
-request-response wrapper, dependency solving and exception middleware cost ~135 µs per
-request on the 2-core VM (in-process, one route returning its body: 195 µs through the full
-stack against 60 µs through this middleware), an eighth of what the proxy adds to a request
-over a bare forwarder (``bench/overhead.py``: the floor target). This middleware calls the
-endpoint itself and renders its errors with the same mapping as every other route
-(:func:`proxy.errors.openai_error`). Anything that does not match exactly (another method, a
-``root_path`` prefix) falls through to FastAPI, which keeps the route registered too: it
-still answers those and lists it in the OpenAPI document.
+Every model call an app makes is ``POST /v1/chat/completions`` or ``POST /v1/responses``.
+FastAPI's routing, request-response wrapper, dependency solving and exception middleware
+cost ~135 µs per request on the 2-core VM (in-process, one route returning its body: 195 µs
+through the full stack against 60 µs through this middleware), an eighth of what the proxy
+adds to a request over a bare forwarder (``bench/overhead.py``: the floor target). This
+middleware calls the endpoint itself and renders its errors with the same mapping as every
+other route (:func:`proxy.errors.openai_error`). Anything that does not match exactly
+(another method, a ``root_path`` prefix) falls through to FastAPI, which keeps the routes
+registered too: it still answers those and lists them in the OpenAPI document.
 """
 
 from __future__ import annotations
