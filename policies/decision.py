@@ -42,7 +42,7 @@ class MemoryPolicy(BaseModel):
     target_precision: float = Field(default=0.7, gt=0, le=1)
     default_completion_reserve: int = Field(default=1024, ge=0)
     default_context_window: int = Field(default=8192, ge=512)
-    # Chat completions a tenant may send per minute (through every replica together).
+    # Model calls (chat, responses, forwarded) a tenant may send per minute (all replicas).
     requests_per_minute: int | None = Field(default=None, ge=1)
 
 

@@ -23,6 +23,7 @@ nowhere else; an unexpected exception becomes a 500 without a traceback in the b
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -115,6 +116,21 @@ class UpstreamError(ProxyError):
     """The upstream answered with an error; its status and message pass through."""
 
     type = "upstream_error"
+
+    @property
+    def overflows_context(self) -> bool:
+        """Whether the upstream refused the request as longer than the model's window (the
+        code OpenAI sends, or how vLLM, Anthropic, Gemini and LiteLLM word it)."""
+        return self.status_code in (400, 413, 422) and (
+            self.code == "context_length_exceeded" or bool(_CONTEXT_OVERFLOW.search(self.message))
+        )
+
+
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[ _](?:length|window)|maximum context|prompt is too long|too many (?:input )?tokens"
+    r"|input token count .* exceeds",
+    re.IGNORECASE,
+)
 
 
 class UpstreamUnavailable(ProxyError):

@@ -294,6 +294,14 @@ class MemoryInjector:
         placed = context.wire.place_block(payload, block, policy.placement, role)
         return orjson.dumps(placed), block, self._tokens.count(block)
 
+    def withdraw(self, injection: Injection, reason: str) -> Injection:
+        receipt, scope, decision = injection.receipt, injection.scope, injection.decision
+        if receipt is None or scope is None or decision is None:
+            return injection
+        receipt.memories, receipt.contents, receipt.tokens = [], {}, 0
+        recall_s = receipt.timings_ms.get("recall", 0.0) / 1000
+        return self._degraded(scope, decision, receipt, reason, recall_s)
+
     def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
         receipt, scope, decision = injection.receipt, injection.scope, injection.decision
         if receipt is None or scope is None or decision is None:

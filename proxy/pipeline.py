@@ -66,6 +66,11 @@ class Injection:
 class ChatMemory(Protocol):
     async def inject(self, context: ChatContext) -> Injection: ...
 
+    def withdraw(self, injection: Injection, reason: str) -> Injection:
+        """The request goes without its block after all (the upstream refused it as too
+        long): memory degraded for ``reason``, and the receipt credits nothing."""
+        ...
+
     def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
         """An observer fed the answer (chunks of the body or the stream) for capture."""
         ...
@@ -78,6 +83,9 @@ class NoMemory:
 
     async def inject(self, context: ChatContext) -> Injection:
         return self._OFF
+
+    def withdraw(self, injection: Injection, reason: str) -> Injection:
+        return injection
 
     def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
         return StreamObserver()

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from proxy.body import read_body
 from proxy.disconnect import cancelled_on_disconnect
-from proxy.errors import ProxyError, RateLimited
+from proxy.errors import ProxyError, RateLimited, UpstreamError
 from proxy.pipeline import ChatContext, Injection
 from proxy.rate_limit import requests_per_minute
 from proxy.routing import Target
@@ -81,19 +81,30 @@ async def _answer_with_memory(request: Request, wire: Wire, schema: type[ModelRe
         request.state.request_id, caller, wire, call, raw, request.headers, target
     )
     injection: Injection = await services.chat_memory.inject(context)
-    metrics.memory_status.labels(injection.status).inc()
-    body = _outgoing_body(injection.body or raw, target, call)
-    observer = services.chat_memory.observe(context, injection)
     started = time.perf_counter()
     answer: UpstreamReply | UpstreamStream | None = None
     try:
         async with cancelled_on_disconnect(request.receive):
-            answer = await _forward(services, target, wire, body, request, call.stream)
+            sent = _outgoing_body(injection.body or raw, target, call)
+            try:
+                answer = await _forward(services, target, wire, sent, request, call.stream)
+            except UpstreamError as error:
+                if injection.body is None or not error.overflows_context:
+                    raise
+                # The block took the request past the model's window (the turns of a chained
+                # response are not in the body to count; a tokenizer counts differently):
+                # memory must not fail it, so it goes as the app wrote it.
+                injection = services.chat_memory.withdraw(injection, "context_length")
+                sent = _outgoing_body(raw, target, call)
+                answer = await _forward(services, target, wire, sent, request, call.stream)
     except ProxyError as error:
+        metrics.memory_status.labels(injection.status).inc()
         metrics.requests.labels(wire.name, str(error.status_code)).inc()
         error.headers.update(injection.receipt_headers())
-        observer.on_end(False)
+        services.chat_memory.observe(context, injection).on_end(False)
         raise
+    metrics.memory_status.labels(injection.status).inc()
+    observer = services.chat_memory.observe(context, injection)
     if answer is None:  # the client hung up before the upstream answered
         metrics.requests.labels(wire.name, "499").inc()
         observer.on_end(False)

@@ -142,6 +142,44 @@ async def test_history_resent_three_times_is_captured_once(
     assert all(m["source"] == "capture" and m["tier"] == "episodic" for m in listed)
 
 
+def _too_long(message: str, code: str | None = None) -> httpx.Response:
+    error = {"message": message, "type": "invalid_request_error", "param": "messages", "code": code}
+    return httpx.Response(400, json={"error": error})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_block_that_overflows_the_window_is_withdrawn_not_a_failure(
+    client: httpx.AsyncClient, upstream: FakeUpstream, stream: bool
+) -> None:
+    headers = await _told_the_fact(client, "ola")
+    raw = json.dumps(
+        {"model": "m", "stream": stream, "messages": _conversation("My dog? Biscuit?")}
+    ).encode()
+    upstream.enqueue(_too_long("This model's maximum context length is 8192 tokens.",
+                               "context_length_exceeded"))  # fmt: skip
+    answer = await client.post(CHAT, content=raw, headers=headers)
+    assert answer.status_code == 200
+    assert answer.headers["x-memory-status"] == "degraded"
+    assert answer.headers["x-memory-injected"] == "0"
+    refused, resent = upstream.requests[-2:]
+    assert "Biscuit" in _system_texts(json.loads(refused.content))  # the block was tried
+    assert resent.content == raw  # then the request as the app wrote it
+    receipt = (await client.get("/v1/receipts/chatcmpl-fake")).json()
+    assert receipt["status"] == "degraded" and receipt["memories"] == []
+    metrics = (await client.get("/metrics")).text
+    assert _metric(metrics, 'memshadow_memory_degraded_total{reason="context_length"}') == 1
+
+
+async def test_a_request_too_long_without_memory_gets_the_upstreams_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    upstream.enqueue(_too_long("prompt is too long: 210000 tokens > 200000 maximum"))
+    answer = await client.post(CHAT, json={"model": "m", "messages": _conversation("Hi")})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"].startswith("prompt is too long")
+    assert len(upstream.requests) == 1  # nothing to withdraw, nothing resent
+
+
 async def test_acknowledgements_are_not_captured(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:

@@ -116,6 +116,23 @@ async def test_the_answer_is_captured_with_its_function_calls_and_is_a_receipt(
     assert sorted(feedback.json()["credited"]) == sorted(injected)
 
 
+async def test_a_chained_response_that_overflows_with_the_block_goes_without_it(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    # The turns before previous_response_id are not in the body: the budget cannot count them.
+    headers = await _told_the_fact(client, "gil")
+    raw = json.dumps({"model": "m", "input": QUESTION, "previous_response_id": "resp_0"}).encode()
+    too_long = "Your input exceeds the context window of this model. Please adjust your input."
+    error = {"message": too_long, "type": "invalid_request_error", "param": "input", "code": None}
+    upstream.enqueue(httpx.Response(400, json={"error": error}))
+    answer = await client.post(RESPONSES, content=raw, headers=headers)
+    assert answer.status_code == 200 and answer.json()["object"] == "response"
+    assert answer.headers["x-memory-status"] == "degraded"
+    refused, resent = upstream.requests[-2:]
+    assert "Biscuit" in json.loads(refused.content)["instructions"]
+    assert resent.content == raw
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
