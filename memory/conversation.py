@@ -40,6 +40,11 @@ def _tail_words(text: str, limit: int) -> str:
     return " ".join(words[-limit:])
 
 
+def context_tail(text: str) -> str:
+    """The end of a turn: as much of it as a recall query takes for context."""
+    return _tail_words(text, _CONTEXT_WORDS)
+
+
 def recall_query(messages: Sequence[dict[str, Any]]) -> str:
     """The last user turn, plus recent context when it is short or refers back."""
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
@@ -50,11 +55,17 @@ def recall_query(messages: Sequence[dict[str, Any]]) -> str:
     if len(query.split()) > _SHORT_TURN_WORDS and not _ANAPHORA.search(query):
         return query
     context = [
-        _tail_words(text_of(m.get("content")), _CONTEXT_WORDS)
+        context_tail(text_of(m.get("content")))
         for m in messages[max(0, last - 2) : last]
         if m.get("role") in CAPTURED_ROLES
     ]
     return " ".join([*[c for c in context if c], query]).strip()
+
+
+def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    """The text of the last user turn ("" without one)."""
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    return text_of(last.get("content")) if last is not None else ""
 
 
 def query_embedding_text(messages: Sequence[dict[str, Any]], query: str) -> str:

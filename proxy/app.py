@@ -21,6 +21,7 @@ from memory.service import MemoryService
 from memory.stream_ingest import StreamConfig
 from proxy.auth import AdminGuard, Authenticator
 from proxy.capture import CaptureQueue
+from proxy.chains import ChainContext
 from proxy.direct import DirectRoutes
 from proxy.errors import install_error_handlers
 from proxy.feedback import CalibrationBook
@@ -176,6 +177,7 @@ def _injector(
     calibration: CalibrationBook,
     metrics: Metrics,
     shared: SharedState,
+    chains: ChainContext,
 ) -> ChatMemory:
     if engine is None or capture is None:
         return NoMemory()
@@ -189,6 +191,7 @@ def _injector(
         policy=settings.memory.policy,
         windows=load_context_windows(),
         max_inflight=settings.memory.max_concurrent_recalls,
+        chains=chains,
     )
 
 
@@ -258,12 +261,13 @@ def create_app(
         calibration = CalibrationBook(shared, path, refresh_s=settings.store_refresh_s)
         await calibration.start()
         capture = None
+        chains = ChainContext()
         if engine is not None:
-            capture = CaptureQueue(engine, shared, receipts, calibration, metrics)
+            capture = CaptureQueue(engine, shared, receipts, calibration, metrics, chains=chains)
             await capture.start()
             _gauge_backlogs(metrics, capture, engine)
         injector = chat_memory or _injector(
-            settings, engine, capture, receipts, calibration, metrics, shared
+            settings, engine, capture, receipts, calibration, metrics, shared, chains
         )
         try:
             yield Services(

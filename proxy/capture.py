@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from memory.conversation import Turn, conversation_turns, text_of
+from memory.conversation import Turn, conversation_turns, last_user_text
 from memory.model import Scope, Source, Tier
 from memory.service import MemoryService
 from policies.chatter import is_chatter
@@ -38,13 +38,14 @@ from policies.signals import (
     is_regenerate,
     used_memories,
 )
+from proxy.chains import ChainContext
 from proxy.errors import SharedStateUnavailable
 from proxy.feedback import CalibrationBook
 from proxy.metrics import Metrics
 from proxy.receipts import Receipt, ReceiptStore, credit_once
 from proxy.shared_state import SharedState
 from proxy.streaming import StreamObserver
-from proxy.wire import Wire
+from proxy.wire import Wire, continued_as
 
 logger = logging.getLogger("memshadow.capture")
 events = logging.getLogger("memshadow.events")
@@ -79,10 +80,7 @@ class TurnJob:
 
     def last_user_turn(self) -> str:
         """The last user turn's text (parsed in the worker, off the response path)."""
-        messages = self.wire.conversation(orjson.loads(self.raw_request))
-        return next(
-            (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
-        )
+        return last_user_text(self.wire.conversation(orjson.loads(self.raw_request)))
 
 
 def fingerprint(turn: Turn) -> str:
@@ -148,9 +146,11 @@ class CaptureQueue:
         calibration: CalibrationBook,
         metrics: Metrics | None = None,
         *,
+        chains: ChainContext | None = None,
         maxsize: int = 10_000,
     ) -> None:
         self._memories = memories
+        self._chains = chains
         self._receipts = receipts
         self._calibration = calibration
         self._metrics = metrics
@@ -236,13 +236,20 @@ class CaptureQueue:
 
     async def _capture(self, job: CaptureJob) -> None:
         answer = job.wire.parse_answer(job.chunks, job.streamed)
+        payload = orjson.loads(job.raw_request)
+        messages = job.wire.conversation(payload)
+        response_id = job.receipt.completion_id if job.receipt is not None else None
+        if job.wire.chains and self._chains is not None and response_id:
+            keys = continued_as(payload, response_id)
+            question = last_user_text(messages)
+            self._chains.note(job.scope.tenant, job.scope.user, keys, question, answer.text)
         if job.receipt is not None and job.receipt.contents:
             used = used_memories(answer.text, job.receipt.contents.items())
             if used:
                 await self._credit("usage", job.receipt, used, USAGE_WEIGHT)
         if not job.capture:
             return
-        turns = conversation_turns(job.wire.conversation(orjson.loads(job.raw_request)))
+        turns = conversation_turns(messages)
         if answer.text:
             turns.append(Turn("assistant", answer.text))
         if not turns:

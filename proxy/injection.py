@@ -31,6 +31,7 @@ from policies.budget import Candidate, Packed, memory_budget, pack
 from policies.decision import Decision, MemoryPolicy, PolicyInputError, decide, tenant_policy
 from proxy.admission import RecallAdmission
 from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, TurnJob
+from proxy.chains import ChainContext
 from proxy.errors import InvalidRequest
 from proxy.feedback import CalibrationBook
 from proxy.log_throttle import LogThrottle
@@ -40,6 +41,7 @@ from proxy.pipeline import ChatContext, Injection
 from proxy.receipts import InjectedMemory, Receipt, ReceiptStore
 from proxy.shared_state import SharedState
 from proxy.streaming import StreamObserver
+from proxy.wire import continues
 
 logger = logging.getLogger("memshadow.injection")
 events = logging.getLogger("memshadow.events")
@@ -100,8 +102,10 @@ class MemoryInjector:
         windows: Mapping[str, int],
         tokens: TokenCounter | None = None,
         max_inflight: int = 16,
+        chains: ChainContext | None = None,
     ) -> None:
         self._memories = memories
+        self._chains = chains or ChainContext()
         self._capture = capture
         self._receipts = receipts
         self._calibration = calibration
@@ -200,9 +204,13 @@ class MemoryInjector:
         # Recall spans all of the user's sessions: that is what long-term memory is for. The
         # session only scopes what this conversation's capture is filed under.
         user_scope = Scope(tenant=scope.tenant, user=scope.user)
-        query = recall_query(messages)
+        asked = messages
+        if context.wire.chains and (continued := continues(payload)):
+            # Only the new input is in the body; what it follows shapes the query too.
+            asked = [*self._chains.before(scope.tenant, scope.user, continued), *messages]
+        query = recall_query(asked)
         result = await self._memories.search(
-            user_scope, query, k=policy.candidates, embed_as=query_embedding_text(messages, query)
+            user_scope, query, k=policy.candidates, embed_as=query_embedding_text(asked, query)
         )
         receipt.timings_ms["recall"] = round((time.perf_counter() - started) * 1000, 2)
         confidence = self._calibration.confidence(scope.tenant, result.confidence)
@@ -323,6 +331,7 @@ class MemoryInjector:
         def on_finish() -> None:
             self._capture.submit(TurnJob(scope, context.wire, context.raw_body, receipt))
 
-        # Collect the answer to capture it, or to see whether it used what was injected.
-        wanted = decision.capture or bool(receipt.contents)
+        # Collect the answer to capture it, to see whether it used what was injected, or to
+        # note what a chained follow-up continues (proxy.chains).
+        wanted = decision.capture or bool(receipt.contents) or context.wire.chains
         return AnswerObserver(on_completion_id, on_complete if wanted else None, on_finish)

@@ -52,6 +52,9 @@ class Wire:
     parse_answer: Callable[[list[bytes], bool], Answer]
     # The request fields that cap the answer's length, first set one wins.
     completion_fields: tuple[str, ...]
+    # Whether a request may continue an exchange kept on the provider's side, which its
+    # body does not repeat (see proxy.chains, continues and continued_as).
+    chains: bool = False
 
 
 # Chat completions -----------------------------------------------------------------------
@@ -223,7 +226,41 @@ RESPONSES = Wire(
     place_block=_responses_place,
     parse_answer=parse_responses_answer,
     completion_fields=("max_output_tokens",),
+    chains=True,
 )
 
 
-__all__ = ["CHAT", "RESPONSES", "Answer", "Wire", "parse_chat_answer", "parse_responses_answer"]
+def _conversation_key(payload: Payload) -> str | None:
+    conversation = payload.get("conversation")  # an id, or an object with one
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if not isinstance(conversation, str) or not conversation:
+        return None
+    return f"conversation:{conversation}"
+
+
+def continues(payload: Payload) -> str | None:
+    """The exchange a Responses API request continues: its previous response, else its
+    conversation (as a key of proxy.chains); None for a request that starts afresh."""
+    previous = payload.get("previous_response_id")
+    if isinstance(previous, str) and previous:
+        return previous
+    return _conversation_key(payload)
+
+
+def continued_as(payload: Payload, response_id: str) -> list[str]:
+    """The keys a follow-up of this exchange will look it up by (see :func:`continues`)."""
+    conversation = _conversation_key(payload)
+    return [response_id, conversation] if conversation else [response_id]
+
+
+__all__ = [
+    "CHAT",
+    "RESPONSES",
+    "Answer",
+    "Wire",
+    "continued_as",
+    "continues",
+    "parse_chat_answer",
+    "parse_responses_answer",
+]

@@ -116,6 +116,29 @@ async def test_the_answer_is_captured_with_its_function_calls_and_is_a_receipt(
     assert sorted(feedback.json()["credited"]) == sorted(injected)
 
 
+async def test_a_chained_follow_up_is_recalled_with_what_it_continues(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = {"x-memory-user": "hal"}
+    fact = {"user": "hal", "content": "Maya, my sister, is a marine biologist in Lisbon."}
+    await client.post("/v1/memories", json=fact)
+    await eventually(lambda: _remembers(client, "hal", "marine biologist"))
+    first = {"model": "m", "input": "Tell me about my sister Maya."}
+    upstream.enqueue(httpx.Response(200, json=response_object("m", "She is Maya.", id="resp_1")))
+    await client.post(RESPONSES, json=first, headers=headers)
+    await eventually(lambda: _remembers(client, "hal", "Tell me about my sister"))
+
+    # The follow-up's body holds only "What about her?": on its own it finds nothing.
+    alone = {"model": "m", "input": "What about her?", "previous_response_id": "resp_other"}
+    unknown = await client.post(RESPONSES, json=alone, headers=headers)
+    assert unknown.headers["x-memory-status"] == "abstained"
+    chained = await client.post(
+        RESPONSES, json={**alone, "previous_response_id": "resp_1"}, headers=headers
+    )
+    assert chained.headers["x-memory-status"] == "ok"
+    assert "marine biologist" in upstream.bodies()[-1]["instructions"]
+
+
 async def test_a_chained_response_that_overflows_with_the_block_goes_without_it(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
