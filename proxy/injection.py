@@ -333,5 +333,6 @@ class MemoryInjector:
 
         # Collect the answer to capture it, to see whether it used what was injected, or to
         # note what a chained follow-up continues (proxy.chains).
-        wanted = decision.capture or bool(receipt.contents) or context.wire.chains
+        chained = context.wire.chains and decision.inject
+        wanted = decision.capture or bool(receipt.contents) or chained
         return AnswerObserver(on_completion_id, on_complete if wanted else None, on_finish)
