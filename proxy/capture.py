@@ -10,7 +10,9 @@ check is the second line behind it (and the only one while the shared state is d
 
 The same worker watches consecutive turns of a session for regenerates and corrections:
 the last turn of each session (with its completion's receipt) is swapped in the shared
-state after every response, so the next turn may come through any replica.
+state after every response, so the next turn may come through any replica. For an API
+whose requests chain on stored exchanges (the Responses API), it also notes what each
+exchange said, for the recall query of a follow-up (``proxy.chains``).
 """
 
 from __future__ import annotations
