@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -39,6 +41,7 @@ from proxy.metrics import Metrics
 from proxy.model_info import context_window
 from proxy.pipeline import ChatContext, Injection
 from proxy.receipts import InjectedMemory, Receipt, ReceiptStore
+from proxy.schemas import ResponsesRequest
 from proxy.shared_state import SharedState
 from proxy.streaming import StreamObserver
 from proxy.wire import continues
@@ -50,6 +53,11 @@ events = logging.getLogger("memshadow.events")
 _TOKENS_PER_MESSAGE = 4
 # A note's date and bullet cost a few tokens on top of its content.
 _TOKENS_PER_NOTE = 8
+# Background responses (Responses API) waiting for a poll to bring their answer, at most;
+# the oldest is forgotten first. A response that ended otherwise (cancelled, failed) or was
+# polled through another replica is never captured.
+_BACKGROUND_KEPT = 10_000
+_FINISHED = ("completed", "incomplete")
 # One "memory degraded" warning per tenant and reason per this many seconds.
 _DEGRADED_LOG_INTERVAL_S = 10.0
 
@@ -106,6 +114,7 @@ class MemoryInjector:
     ) -> None:
         self._memories = memories
         self._chains = chains or ChainContext()
+        self._background: OrderedDict[tuple[str, str], CaptureJob] = OrderedDict()
         self._capture = capture
         self._receipts = receipts
         self._calibration = calibration
@@ -327,6 +336,11 @@ class MemoryInjector:
                 capture=decision.capture, receipt=receipt, recalled=injection.block,
             )  # fmt: skip
             self._capture.submit(job)
+            if background and receipt.completion_id:
+                # Queued: the answer comes later, to whoever polls for it (see below).
+                self._background[(scope.tenant, receipt.completion_id)] = replace(job, chunks=[])
+                while len(self._background) > _BACKGROUND_KEPT:
+                    self._background.popitem(last=False)
 
         def on_finish() -> None:
             self._capture.submit(TurnJob(scope, context.wire, context.raw_body, receipt))
@@ -334,5 +348,23 @@ class MemoryInjector:
         # Collect the answer to capture it, to see whether it used what was injected, or to
         # note what a chained follow-up continues (proxy.chains).
         chained = context.wire.chains and decision.inject
+        background = isinstance(context.call, ResponsesRequest) and bool(context.call.background)
         wanted = decision.capture or bool(receipt.contents) or chained
         return AnswerObserver(on_completion_id, on_complete if wanted else None, on_finish)
+
+    def background_answer(self, tenant: str, response_id: str) -> StreamObserver | None:
+        started = self._background.get((tenant, response_id))
+        if started is None:
+            return None
+
+        def on_complete(chunks: list[bytes]) -> None:
+            try:
+                body = orjson.loads(b"".join(chunks))
+            except orjson.JSONDecodeError:
+                return
+            if not isinstance(body, dict) or body.get("status") not in _FINISHED:
+                return  # still queued or in progress: a later poll brings the answer
+            if self._background.pop((tenant, response_id), None) is not None:
+                self._capture.submit(replace(started, chunks=chunks, streamed=False))
+
+        return AnswerObserver(lambda _: None, on_complete)

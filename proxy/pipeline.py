@@ -75,6 +75,11 @@ class ChatMemory(Protocol):
         """An observer fed the answer (chunks of the body or the stream) for capture."""
         ...
 
+    def background_answer(self, tenant: str, response_id: str) -> StreamObserver | None:
+        """An observer for ``GET /v1/responses/{id}`` of a background response this replica
+        started, to capture its answer once it is done; None for any other."""
+        ...
+
 
 class NoMemory:
     """Memory disabled: forward every request untouched and capture nothing."""
@@ -89,3 +94,6 @@ class NoMemory:
 
     def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
         return StreamObserver()
+
+    def background_answer(self, tenant: str, response_id: str) -> StreamObserver | None:
+        return None

@@ -59,6 +59,7 @@ class ResponsesRequest(ModelRequest):
         return value
 
     store: bool | None = Field(default=None, strict=True)
+    background: bool | None = Field(default=None, strict=True)
     max_output_tokens: int | None = Field(default=None, ge=1, strict=True)
 
 

@@ -7,7 +7,8 @@ the upstream's credentials (the body, query and content type untouched, so multi
 pass too), and its answer streamed back as it arrives: JSON, server-sent events, audio bytes,
 and errors with the upstream's own status. Memory is injected and captured in chat
 completions and ``POST /v1/responses`` (``proxy.routes.chat``); ``GET /v1/responses/{id}``
-and the rest come here.
+and the rest come here, and the first poll that finds a background response done captures
+its answer.
 
 Registered after every other router, so it only sees paths nothing else serves; paths under
 MemShadow's own APIs (a method they do not have, a typo) are answered here and never sent
@@ -16,6 +17,8 @@ no OpenAI wire format for these: a clear 400.
 """
 
 from __future__ import annotations
+
+import re
 
 import orjson
 from fastapi import APIRouter
@@ -33,6 +36,7 @@ from proxy.upstream import forwarded_request_headers
 
 router = APIRouter()
 
+_POLLED_RESPONSE = re.compile(r"responses/([^/]+)")
 # The first path segments of MemShadow's own /v1 APIs.
 _OWN = frozenset({"memories", "receipts", "feedback", "calibration"})
 
@@ -80,9 +84,14 @@ async def forward(path: str, request: Request) -> Response:
         services.metrics.requests.labels("other", str(error.status_code)).inc()
         raise
     services.metrics.requests.labels("other", str(answer.status_code)).inc()
+    observer = None
+    polled = _POLLED_RESPONSE.fullmatch(path)
+    if request.method == "GET" and polled and "stream" not in request.query_params:
+        # A background response's answer arrives here, when the app polls for it.
+        observer = services.chat_memory.background_answer(caller.tenant.id, polled[1])
     # Relayed as it arrives, and a client that goes away cancels the upstream call.
     content = answer.headers.pop("content-type", "application/octet-stream")
-    return RelayResponse(answer, {}, content_type=content)
+    return RelayResponse(answer, {}, observer, content_type=content)
 
 
 def _not_served(request: Request, path: str) -> Exception:

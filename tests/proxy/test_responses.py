@@ -139,6 +139,29 @@ async def test_a_chained_follow_up_is_recalled_with_what_it_continues(
     assert "marine biologist" in upstream.bodies()[-1]["instructions"]
 
 
+async def test_a_background_responses_answer_is_captured_when_a_poll_finds_it_done(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = {"x-memory-user": "jo"}
+    queued = {**response_object("m", "", id="resp_bg"), "status": "queued", "output": []}
+    upstream.enqueue(httpx.Response(200, json=queued))
+    ask = {"model": "m", "input": "Compare the tram lines of Porto.", "background": True}
+    started = await client.post(RESPONSES, json=ask, headers=headers)
+    assert started.json()["status"] == "queued"
+    await eventually(lambda: _remembers(client, "jo", "tram lines of Porto"))
+
+    report = "Line A runs to the beach; line D crosses the bridge."
+    running = {**queued, "status": "in_progress"}
+    done = response_object("m", report, id="resp_bg")
+    for body in (running, done, done):
+        upstream.enqueue(httpx.Response(200, json=body))
+        polled = await client.get("/v1/responses/resp_bg")
+        assert polled.json()["status"] == body["status"]  # relayed as the upstream sent it
+    await eventually(lambda: _remembers(client, "jo", "line D crosses the bridge"))
+    listed = (await client.get("/v1/memories", params={"user": "jo"})).json()["data"]
+    assert [m["content"] for m in listed].count(f"Assistant: {report}") == 1  # once
+
+
 async def test_a_chained_response_that_overflows_with_the_block_goes_without_it(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
