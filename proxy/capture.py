@@ -238,13 +238,15 @@ class CaptureQueue:
 
     async def _capture(self, job: CaptureJob) -> None:
         answer = job.wire.parse_answer(job.chunks, job.streamed)
-        payload = orjson.loads(job.raw_request)
-        messages = job.wire.conversation(payload)
         response_id = job.receipt.completion_id if job.receipt is not None else None
-        if job.wire.chains and self._chains is not None and response_id:
+        chains = self._chains if job.wire.chains and response_id else None
+        # The request is read only when its turns are needed (a usage credit needs none).
+        payload = orjson.loads(job.raw_request) if job.capture or chains is not None else {}
+        messages = job.wire.conversation(payload)
+        if chains is not None and response_id:
             keys = continued_as(payload, response_id)
             question = last_user_text(messages)
-            self._chains.note(job.scope.tenant, job.scope.user, keys, question, answer.text)
+            chains.note(job.scope.tenant, job.scope.user, keys, question, answer.text)
         if job.receipt is not None and job.receipt.contents:
             used = used_memories(answer.text, job.receipt.contents.items())
             if used:

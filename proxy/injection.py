@@ -113,7 +113,7 @@ class MemoryInjector:
         chains: ChainContext | None = None,
     ) -> None:
         self._memories = memories
-        self._chains = chains or ChainContext()
+        self._chains = chains
         self._background: OrderedDict[tuple[str, str], CaptureJob] = OrderedDict()
         self._capture = capture
         self._receipts = receipts
@@ -214,7 +214,7 @@ class MemoryInjector:
         # session only scopes what this conversation's capture is filed under.
         user_scope = Scope(tenant=scope.tenant, user=scope.user)
         asked = messages
-        if context.wire.chains and (continued := continues(payload)):
+        if self._chains is not None and context.wire.chains and (continued := continues(payload)):
             # Only the new input is in the body; what it follows shapes the query too.
             asked = [*self._chains.before(scope.tenant, scope.user, continued), *messages]
         query = recall_query(asked)
@@ -324,6 +324,8 @@ class MemoryInjector:
         if receipt is None or scope is None or decision is None:
             return StreamObserver()
 
+        background = isinstance(context.call, ResponsesRequest) and bool(context.call.background)
+
         def on_completion_id(completion_id: str) -> None:
             self._receipts.put(completion_id, receipt)
 
@@ -348,7 +350,6 @@ class MemoryInjector:
         # Collect the answer to capture it, to see whether it used what was injected, or to
         # note what a chained follow-up continues (proxy.chains).
         chained = context.wire.chains and decision.inject
-        background = isinstance(context.call, ResponsesRequest) and bool(context.call.background)
         wanted = decision.capture or bool(receipt.contents) or chained
         return AnswerObserver(on_completion_id, on_complete if wanted else None, on_finish)
 

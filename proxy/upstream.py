@@ -313,8 +313,9 @@ class LiteLLMUpstream:
             with self._map_errors(target):
                 while chunk is not None:
                     data = chunk.model_dump_json(exclude_none=True).encode()
-                    kind = getattr(chunk.type, "value", chunk.type) if named else ""  # an enum
-                    event = f"event: {kind}\n".encode() if named else b""
+                    event = b""
+                    if named:  # LiteLLM's event type is an enum
+                        event = f"event: {getattr(chunk.type, 'value', chunk.type)}\n".encode()
                     yield event + b"data: " + data + b"\n\n"
                     chunk = await anext(iterator, None)
             if not named:
