@@ -14,7 +14,7 @@ from rich.table import Table
 
 from config import Settings, load_settings
 from proxy.cli_memories import DEFAULT_URL, UrlOption, memories_app
-from proxy.keys import RegistryError, TenantRegistry, registry_uri
+from proxy.keys import MAX_KEY_LIFETIME_DAYS, RegistryError, TenantRegistry, registry_uri
 from proxy.memory_client import Failure, MemoryClient
 
 app = typer.Typer(no_args_is_help=True, help="MemShadow: an OpenAI-compatible proxy with memory.")
@@ -75,13 +75,18 @@ def serve(
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
     expires_in_days: Annotated[
-        float | None, typer.Option(min=0.0, help="Expire after N days.")
+        float | None,
+        typer.Option(min=0.0, max=MAX_KEY_LIFETIME_DAYS, help="Expire after N days (> 0)."),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Issue a key. It is printed once, as the last line of stdout, and stored only as a hash."""
+    if expires_in_days == 0:  # typer's min is inclusive; a key that expires now is no key
+        raise typer.BadParameter("must be more than 0", param_hint="--expires-in-days")
     registry = _registry(_settings(config))
-    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    expires_at = (
+        datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
+    )
     try:
         key, record = registry.create_key(tenant, expires_at=expires_at)
     except RegistryError as exc:

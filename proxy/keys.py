@@ -24,6 +24,8 @@ import pyarrow as pa
 from config import Settings
 
 KEY_PREFIX = "msk-"
+# A bound that keeps every expiry a real date; a key meant to outlive it should not expire.
+MAX_KEY_LIFETIME_DAYS = 36_500
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.requests import Request
 
 from proxy.errors import InvalidRequest, MemoryUnavailable, NotFound
-from proxy.keys import RegistryError, TenantUpstream
+from proxy.keys import MAX_KEY_LIFETIME_DAYS, RegistryError, TenantUpstream
 from proxy.services import Services, get_services
 
 router = APIRouter(prefix="/admin")
@@ -56,7 +56,7 @@ class KeyBody(BaseModel):
 
     tenant: str
     expires_at: datetime | None = None
-    expires_in_days: float | None = Field(default=None, gt=0)
+    expires_in_days: float | None = Field(default=None, gt=0, le=MAX_KEY_LIFETIME_DAYS)
 
     def expiry(self) -> datetime | None:
         if self.expires_at is not None and self.expires_in_days is not None:
@@ -65,9 +65,15 @@ class KeyBody(BaseModel):
             )
         if self.expires_in_days is not None:
             return datetime.now(UTC) + timedelta(days=self.expires_in_days)
-        if self.expires_at is not None and self.expires_at.tzinfo is None:
-            return self.expires_at.replace(tzinfo=UTC)
-        return self.expires_at
+        if self.expires_at is None:
+            return None
+        expires_at = self.expires_at
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= datetime.now(UTC):
+            raise InvalidRequest("expires_at is in the past: the key would never work.",
+                                 param="expires_at")  # fmt: skip
+        return expires_at
 
 
 @router.post("/tenants", status_code=201)

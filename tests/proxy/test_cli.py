@@ -52,6 +52,11 @@ def test_bad_input_is_a_clear_error(data_dir: Path) -> None:
     assert unknown.exit_code == 2 and "no key" in unknown.stderr
     missing = runner.invoke(app, ["serve", "--config", str(data_dir / "missing.yaml")])
     assert missing.exit_code == 2 and "config file not found" in missing.stderr
+    for days in ("0", "-1", "1e300"):  # 0 once issued a key that never expired
+        lifetime = ["keys", "create", "--tenant", "acme", "--expires-in-days", days]
+        refused = runner.invoke(app, lifetime)
+        assert refused.exit_code == 2 and "expires-in-days" in refused.stderr, refused.output
+    assert not TenantRegistry(str(data_dir / "registry")).list_keys()
 
 
 async def test_revoke_tells_every_replica_through_redis(
