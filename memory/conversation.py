@@ -76,8 +76,7 @@ def query_embedding_text(messages: Sequence[dict[str, Any]], query: str) -> str:
     One model run saved per exchange, a third of what a captured exchange costs; retrieval
     does not notice (LoCoMo dev R@10 77.1 plain, 76.6 prefixed, inside the ~3-point noise).
     """
-    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
-    if last is not None and text_of(last.get("content")).strip() == query:
+    if query and last_user_text(messages).strip() == query:
         return Turn("user", query).as_memory()
     return query
 
