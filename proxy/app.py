@@ -20,6 +20,7 @@ from memory.embedder import Embedder, load_embedder
 from memory.service import MemoryService
 from memory.stream_ingest import StreamConfig
 from proxy.auth import AdminGuard, Authenticator
+from proxy.background import BackgroundResponses
 from proxy.capture import CaptureQueue
 from proxy.chains import ChainContext
 from proxy.direct import DirectRoutes
@@ -178,6 +179,7 @@ def _injector(
     metrics: Metrics,
     shared: SharedState,
     chains: ChainContext,
+    background: BackgroundResponses | None,
 ) -> ChatMemory:
     if engine is None or capture is None:
         return NoMemory()
@@ -192,6 +194,7 @@ def _injector(
         windows=load_context_windows(),
         max_inflight=settings.memory.max_concurrent_recalls,
         chains=chains,
+        background=background,
     )
 
 
@@ -260,14 +263,15 @@ def create_app(
         path = None if settings.redis_url else settings.data_dir / "calibration.json"
         calibration = CalibrationBook(shared, path, refresh_s=settings.store_refresh_s)
         await calibration.start()
-        capture = None
-        chains = ChainContext()
+        capture = background = None
+        chains = ChainContext(shared)
         if engine is not None:
+            background = BackgroundResponses(shared, receipts, engine)
             capture = CaptureQueue(engine, shared, receipts, calibration, metrics, chains=chains)
             await capture.start()
             _gauge_backlogs(metrics, capture, engine)
         injector = chat_memory or _injector(
-            settings, engine, capture, receipts, calibration, metrics, shared, chains
+            settings, engine, capture, receipts, calibration, metrics, shared, chains, background
         )
         try:
             yield Services(

@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,14 @@ class TurnJob:
     def last_user_turn(self) -> str:
         """The last user turn's text (parsed in the worker, off the response path)."""
         return last_user_text(self.wire.conversation(orjson.loads(self.raw_request)))
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredJob:
+    """A capture that needs the shared state first: ``resolve`` gives the exchange to
+    capture, or None when there is none (a background response: see proxy.background)."""
+
+    resolve: Callable[[], Awaitable[CaptureJob | None]]
 
 
 def fingerprint(turn: Turn) -> str:
@@ -156,7 +164,7 @@ class CaptureQueue:
         self._receipts = receipts
         self._calibration = calibration
         self._metrics = metrics
-        self._queue: asyncio.Queue[CaptureJob | TurnJob] = asyncio.Queue(maxsize)
+        self._queue: asyncio.Queue[CaptureJob | TurnJob | DeferredJob] = asyncio.Queue(maxsize)
         self._ledger = CaptureLedger(shared)
         self._signals = SessionSignals(shared)
         self._worker: asyncio.Task[None] | None = None
@@ -172,7 +180,7 @@ class CaptureQueue:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    def submit(self, job: CaptureJob | TurnJob) -> None:
+    def submit(self, job: CaptureJob | TurnJob | DeferredJob) -> None:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -196,6 +204,9 @@ class CaptureQueue:
             try:
                 if isinstance(job, TurnJob):
                     await self._follow(job)
+                elif isinstance(job, DeferredJob):
+                    if (resolved := await job.resolve()) is not None:
+                        await self._capture(resolved)
                 else:
                     await self._capture(job)
             except Exception:  # a bad exchange must not stop capture for everyone
@@ -246,7 +257,7 @@ class CaptureQueue:
         if chains is not None and response_id:
             keys = continued_as(payload, response_id)
             question = last_user_text(messages)
-            chains.note(job.scope.tenant, job.scope.user, keys, question, answer.text)
+            await chains.note(job.scope.tenant, job.scope.user, keys, question, answer.text)
         if job.receipt is not None and job.receipt.contents:
             used = used_memories(answer.text, job.receipt.contents.items())
             if used:

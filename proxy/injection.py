@@ -8,7 +8,8 @@ tenant and reason per 10 s: an overload sheds memory from hundreds of requests a
 That includes the shared state being down (reason ``shared_state``): this replica could
 then neither keep the receipt that feedback needs nor promise that a memory forgotten
 through another replica is not injected. Nothing here waits for the shared state before
-forwarding.
+forwarding, but for what a chained Responses request continues (``proxy.chains``), read
+inside the recall deadline.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -32,7 +32,8 @@ from memory.tokens import TokenCounter
 from policies.budget import Candidate, Packed, memory_budget, pack
 from policies.decision import Decision, MemoryPolicy, PolicyInputError, decide, tenant_policy
 from proxy.admission import RecallAdmission
-from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, TurnJob
+from proxy.background import BackgroundResponses
+from proxy.capture import AnswerObserver, CaptureJob, CaptureQueue, DeferredJob, TurnJob
 from proxy.chains import ChainContext
 from proxy.errors import InvalidRequest
 from proxy.feedback import CalibrationBook
@@ -53,11 +54,6 @@ events = logging.getLogger("memshadow.events")
 _TOKENS_PER_MESSAGE = 4
 # A note's date and bullet cost a few tokens on top of its content.
 _TOKENS_PER_NOTE = 8
-# Background responses (Responses API) waiting for a poll to bring their answer, at most;
-# the oldest is forgotten first. A response that ended otherwise (cancelled, failed) or was
-# polled through another replica is never captured.
-_BACKGROUND_KEPT = 10_000
-_FINISHED = ("completed", "incomplete")
 # One "memory degraded" warning per tenant and reason per this many seconds.
 _DEGRADED_LOG_INTERVAL_S = 10.0
 
@@ -111,10 +107,11 @@ class MemoryInjector:
         tokens: TokenCounter | None = None,
         max_inflight: int = 16,
         chains: ChainContext | None = None,
+        background: BackgroundResponses | None = None,
     ) -> None:
         self._memories = memories
         self._chains = chains
-        self._background: OrderedDict[tuple[str, str], CaptureJob] = OrderedDict()
+        self._background = background
         self._capture = capture
         self._receipts = receipts
         self._calibration = calibration
@@ -216,7 +213,7 @@ class MemoryInjector:
         asked = messages
         if self._chains is not None and context.wire.chains and (continued := continues(payload)):
             # Only the new input is in the body; what it follows shapes the query too.
-            asked = [*self._chains.before(scope.tenant, scope.user, continued), *messages]
+            asked = [*await self._chains.before(scope.tenant, scope.user, continued), *messages]
         query = recall_query(asked)
         result = await self._memories.search(
             user_scope, query, k=policy.candidates, embed_as=query_embedding_text(asked, query)
@@ -324,7 +321,12 @@ class MemoryInjector:
         if receipt is None or scope is None or decision is None:
             return StreamObserver()
 
-        background = isinstance(context.call, ResponsesRequest) and bool(context.call.background)
+        background = (
+            self._background
+            if isinstance(context.call, ResponsesRequest) and context.call.background
+            else None
+        )
+        family = family_for(context.target.provider, context.target.model)
 
         def on_completion_id(completion_id: str) -> None:
             self._receipts.put(completion_id, receipt)
@@ -337,12 +339,12 @@ class MemoryInjector:
                 scope, context.wire, context.raw_body, chunks, context.call.stream, metadata,
                 capture=decision.capture, receipt=receipt, recalled=injection.block,
             )  # fmt: skip
-            self._capture.submit(job)
-            if background and receipt.completion_id:
-                # Queued: the answer comes later, to whoever polls for it (see below).
-                self._background[(scope.tenant, receipt.completion_id)] = replace(job, chunks=[])
-                while len(self._background) > _BACKGROUND_KEPT:
-                    self._background.popitem(last=False)
+            if background is not None and receipt.completion_id:
+                # Queued: the answer comes later, to whoever polls for it (proxy.background).
+                started = partial(background.started, job, receipt.completion_id, family)
+                self._capture.submit(DeferredJob(started))
+            else:
+                self._capture.submit(job)
 
         def on_finish() -> None:
             self._capture.submit(TurnJob(scope, context.wire, context.raw_body, receipt))
@@ -353,19 +355,15 @@ class MemoryInjector:
         wanted = decision.capture or bool(receipt.contents) or chained
         return AnswerObserver(on_completion_id, on_complete if wanted else None, on_finish)
 
-    def background_answer(self, tenant: str, response_id: str) -> StreamObserver | None:
-        started = self._background.get((tenant, response_id))
-        if started is None:
+    def background_answer(
+        self, tenant: str, response_id: str, streamed: bool
+    ) -> StreamObserver | None:
+        background = self._background
+        if background is None:
             return None
 
         def on_complete(chunks: list[bytes]) -> None:
-            try:
-                body = orjson.loads(b"".join(chunks))
-            except orjson.JSONDecodeError:
-                return
-            if not isinstance(body, dict) or body.get("status") not in _FINISHED:
-                return  # still queued or in progress: a later poll brings the answer
-            if self._background.pop((tenant, response_id), None) is not None:
-                self._capture.submit(replace(started, chunks=chunks, streamed=False))
+            polled = partial(background.finished, tenant, response_id, chunks, streamed)
+            self._capture.submit(DeferredJob(polled))
 
         return AnswerObserver(lambda _: None, on_complete)

@@ -75,9 +75,12 @@ class ChatMemory(Protocol):
         """An observer fed the answer (chunks of the body or the stream) for capture."""
         ...
 
-    def background_answer(self, tenant: str, response_id: str) -> StreamObserver | None:
-        """An observer for ``GET /v1/responses/{id}`` of a background response this replica
-        started, to capture its answer once it is done; None for any other."""
+    def background_answer(
+        self, tenant: str, response_id: str, streamed: bool
+    ) -> StreamObserver | None:
+        """An observer for ``GET /v1/responses/{id}`` (``streamed``: ``?stream=true``) that
+        captures a background response's answer once a poll finds it done, whichever
+        replica started it (``proxy.background``); None when nothing is captured."""
         ...
 
 
@@ -95,5 +98,7 @@ class NoMemory:
     def observe(self, context: ChatContext, injection: Injection) -> StreamObserver:
         return StreamObserver()
 
-    def background_answer(self, tenant: str, response_id: str) -> StreamObserver | None:
+    def background_answer(
+        self, tenant: str, response_id: str, streamed: bool
+    ) -> StreamObserver | None:
         return None

@@ -219,6 +219,23 @@ def parse_responses_answer(chunks: list[bytes], streamed: bool) -> Answer:
     return Answer(_joined("".join(deltas)), streamed=True)
 
 
+def responses_finished(chunks: list[bytes], streamed: bool) -> bool:
+    """Whether a response (a ``GET /v1/responses/{id}`` body or its stream) is done with an
+    answer: completed, or cut short by a limit. Queued, in progress, failed or cancelled
+    responses are not."""
+    raw = b"".join(chunks)
+    try:
+        if streamed:
+            return any(event.get("type") in _ANSWERED_EVENTS for event in _data_events(raw))
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("status") in ("completed", "incomplete")
+
+
+_ANSWERED_EVENTS = ("response.completed", "response.incomplete")
+
+
 RESPONSES = Wire(
     name="responses",
     path="responses",
@@ -263,4 +280,5 @@ __all__ = [
     "continues",
     "parse_chat_answer",
     "parse_responses_answer",
+    "responses_finished",
 ]

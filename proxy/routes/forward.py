@@ -86,9 +86,10 @@ async def forward(path: str, request: Request) -> Response:
     services.metrics.requests.labels("other", str(answer.status_code)).inc()
     observer = None
     polled = _POLLED_RESPONSE.fullmatch(path)
-    if request.method == "GET" and polled and "stream" not in request.query_params:
+    if request.method == "GET" and polled and answer.status_code == 200:
         # A background response's answer arrives here, when the app polls for it.
-        observer = services.chat_memory.background_answer(caller.tenant.id, polled[1])
+        streamed = request.query_params.get("stream", "").lower() == "true"
+        observer = services.chat_memory.background_answer(caller.tenant.id, polled[1], streamed)
     # Relayed as it arrives, and a client that goes away cancels the upstream call.
     content = answer.headers.pop("content-type", "application/octet-stream")
     return RelayResponse(answer, {}, observer, content_type=content)

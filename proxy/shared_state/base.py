@@ -6,10 +6,13 @@
 
 Each method is one Redis command or one pipelined round trip, so the two implementations
 keep the same semantics: hashes of string fields (receipts and their credits, the capture
-ledger, calibration totals), one swapped value (the last turn of a session) and broadcast
-messages (cache invalidations). Keys given here are relative; an implementation may
-prefix them. Every method may raise :class:`proxy.errors.SharedStateUnavailable`; none is
-called on the chat path before the request is forwarded.
+ledger, calibration totals, background responses), values (the last turn of a session,
+what a chained response continues) and broadcast messages (cache invalidations). Keys given
+here are relative; an implementation may prefix them. Every method may raise
+:class:`proxy.errors.SharedStateUnavailable`. The chat path calls one before the request is
+forwarded only to read what a chained Responses request continues (:mod:`proxy.chains`),
+inside the recall deadline, where a failure costs the recall query that context and nothing
+else.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ class SharedState(Protocol):
 
     async def swap(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
         """Set a value and return the one it replaced (SET … GET), atomically."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The value set by :meth:`swap` (GET); None when unset or expired."""
         ...
 
     async def publish(self, channel: str, message: bytes) -> None:

@@ -87,6 +87,10 @@ class InProcessState:
         self._expire(key, ttl_s)
         return previous
 
+    async def get(self, key: str) -> bytes | None:
+        self._live(key)
+        return self._values.get(key)
+
     async def publish(self, channel: str, message: bytes) -> None:
         return None
 

@@ -190,6 +190,10 @@ class RedisState:
         )
         return previous if isinstance(previous, bytes) else None
 
+    async def get(self, key: str) -> bytes | None:
+        value = await self._run("get", lambda: self._client.get(self._key(key)))
+        return value if isinstance(value, bytes) else None
+
     # -- broadcast ---------------------------------------------------------------------
     async def publish(self, channel: str, message: bytes) -> None:
         framed = self._origin + _ORIGIN_SEPARATOR + message

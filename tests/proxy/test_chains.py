@@ -1,36 +1,40 @@
-"""The exchanges chained Responses API follow-ups continue: per tenant and user, bounded."""
+"""The exchanges chained Responses API follow-ups continue: per tenant and user, shared."""
 
 from __future__ import annotations
 
+import asyncio
+
 from proxy.chains import ChainContext
+from proxy.shared_state import InProcessState
 from proxy.wire import continued_as, continues
 
 
-def test_a_follow_up_finds_the_exchange_it_continues_and_nobody_elses() -> None:
-    chains = ChainContext()
-    chains.note("acme", "hal", ["resp_1", "conversation:c1"], "About Maya?", "Your sister.")
+async def test_a_follow_up_finds_the_exchange_it_continues_and_nobody_elses() -> None:
+    shared = InProcessState()
+    noted = ChainContext(shared)
+    await noted.note("acme", "hal", ["resp_1", "conversation:c1"], "About Maya?", "Your sister.")
     expected = [
         {"role": "user", "content": "About Maya?"},
         {"role": "assistant", "content": "Your sister."},
     ]
-    assert chains.before("acme", "hal", "resp_1") == expected
-    assert chains.before("acme", "hal", "conversation:c1") == expected
-    assert chains.before("acme", "ivo", "resp_1") == []  # another user
-    assert chains.before("other", "hal", "resp_1") == []  # another tenant
-    assert chains.before("acme", "hal", "resp_2") == []
+    chains = ChainContext(shared)  # another replica's, over the same shared state
+    assert await chains.before("acme", "hal", "resp_1") == expected
+    assert await chains.before("acme", "hal", "conversation:c1") == expected
+    assert await chains.before("acme", "ivo", "resp_1") == []  # another user
+    assert await chains.before("other", "hal", "resp_1") == []  # another tenant
+    assert await chains.before("acme", "hal", "resp_2") == []
 
 
-def test_only_the_end_of_long_turns_is_kept_and_old_or_many_exchanges_are_forgotten() -> None:
-    now = [0.0]
-    chains = ChainContext(capacity=2, clock=lambda: now[0])
-    chains.note("t", "u", ["r1"], "word " * 500 + "end", "")
-    [kept] = chains.before("t", "u", "r1")  # an empty answer is no turn
+async def test_only_the_end_of_long_turns_is_kept_and_old_exchanges_are_forgotten() -> None:
+    chains = ChainContext(InProcessState(), ttl_s=0.05)
+    await chains.note("t", "u", ["r1"], "word " * 500 + "end", "")
+    [kept] = await chains.before("t", "u", "r1")  # an empty answer is no turn
     assert kept["content"].endswith("end") and len(kept["content"].split()) == 60
-    chains.note("t", "u", ["r2"], "two", "2")
-    chains.note("t", "u", ["r3"], "three", "3")
-    assert chains.before("t", "u", "r1") == []  # the oldest of three, past capacity 2
-    now[0] = 3601.0
-    assert chains.before("t", "u", "r3") == []  # older than an hour
+    await chains.note("t", "u", ["conversation:c"], "one", "1")
+    await chains.note("t", "u", ["conversation:c"], "two", "2")  # the conversation moved on
+    assert (await chains.before("t", "u", "conversation:c"))[0]["content"] == "two"
+    await asyncio.sleep(0.1)
+    assert await chains.before("t", "u", "conversation:c") == []  # past its TTL
 
 
 def test_what_a_request_continues_and_what_its_exchange_will_be_known_by() -> None:

@@ -162,6 +162,23 @@ async def test_a_background_responses_answer_is_captured_when_a_poll_finds_it_do
     assert [m["content"] for m in listed].count(f"Assistant: {report}") == 1  # once
 
 
+async def test_a_background_answer_streamed_to_a_poll_is_captured(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    headers = {"x-memory-user": "kit"}
+    queued = {**response_object("m", "", id="resp_bgs"), "status": "queued", "output": []}
+    upstream.enqueue(httpx.Response(200, json=queued))
+    ask = {"model": "m", "input": "Plan a walk along the Douro river.", "background": True}
+    await client.post(RESPONSES, json=ask, headers=headers)
+    await eventually(lambda: _remembers(client, "kit", "walk along the Douro"))
+
+    pieces = ["Start at Ribeira, ", "cross the Luis I bridge at sunset."]
+    upstream.enqueue(responses_sse("m", pieces, id="resp_bgs"))
+    resumed = await client.get("/v1/responses/resp_bgs", params={"stream": "true"})
+    assert resumed.headers["content-type"].startswith("text/event-stream")
+    await eventually(lambda: _remembers(client, "kit", "Luis I bridge at sunset"))
+
+
 async def test_a_chained_response_that_overflows_with_the_block_goes_without_it(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:

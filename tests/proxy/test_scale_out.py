@@ -22,7 +22,7 @@ import pytest
 from config import Settings
 from proxy.keys import TenantRegistry
 from tests.conftest import ADMIN_KEY, UPSTREAM, RedisServer, build_app, in_process
-from tests.fakes import FakeUpstream, completion
+from tests.fakes import FakeUpstream, completion, response_object
 from tests.proxy.test_memories_api import eventually
 
 pytestmark = pytest.mark.usefixtures("upstream")
@@ -342,3 +342,55 @@ async def test_a_change_nobody_announced_reaches_b_through_the_version_check(
 
 async def _gone(client: httpx.AsyncClient, query: str, content: str) -> bool:
     return not await _found(client, query, content)
+
+
+RESPONSES = "/v1/responses"
+
+
+async def test_a_background_response_started_on_a_is_captured_once_when_b_polls_it(
+    fleet: Fleet, upstream: FakeUpstream
+) -> None:
+    tea = await _store(fleet.a, TEA)
+    await eventually(lambda: _found(fleet.a, TEA_QUERY, TEA))
+    queued = {**response_object("m", "", id="resp_bg"), "status": "queued", "output": []}
+    upstream.enqueue(httpx.Response(200, json=queued))
+    ask = {"model": "m", "input": TEA_QUERY, "background": True, "user": "ann"}
+    started = await fleet.a.post(RESPONSES, json=ask)
+    assert started.headers["x-memory-status"] == "ok"
+    await eventually(lambda: _found(fleet.a, "tea", f"User: {TEA_QUERY}"), seconds=5)
+
+    report = "Every morning you drink green tea, as you told me."
+    done = response_object("m", report, id="resp_bg")
+    for body in ({**queued, "status": "in_progress"}, done, done):  # every poll through B
+        upstream.enqueue(httpx.Response(200, json=body))
+        assert (await fleet.b.get("/v1/responses/resp_bg")).json()["status"] == body["status"]
+    answer = f"Assistant: {report}"
+    await eventually(lambda: _found(fleet.b, "green tea every morning", answer), seconds=5)
+    listed = (await fleet.a.get("/v1/memories", params={"user": "ann"})).json()["data"]
+    assert [m["content"] for m in listed].count(answer) == 1  # two polls found it done: once
+
+    async def credited() -> bool:  # B read what A injected back from the receipt and store
+        memory = (await fleet.a.get(f"/v1/memories/{tea}")).json()
+        return bool(memory["useful"] > 0)
+
+    await eventually(credited, seconds=5)
+
+
+async def test_a_follow_up_on_b_is_recalled_with_what_it_continues_on_a(
+    fleet: Fleet, upstream: FakeUpstream
+) -> None:
+    fact = "Maya, my sister, is a marine biologist in Lisbon."
+    await _store(fleet.a, fact)
+    await eventually(lambda: _found(fleet.a, "marine biologist", fact))
+    first = {"model": "m", "input": "Tell me about my sister Maya.", "user": "ann"}
+    upstream.enqueue(httpx.Response(200, json=response_object("m", "She is Maya.", id="resp_1")))
+    await fleet.a.post(RESPONSES, json=first)
+    await eventually(lambda: _found(fleet.a, "sister Maya", "Assistant: She is Maya."), seconds=5)
+
+    # On its own, "What about her?" finds nothing; B recalls with what A's exchange said.
+    follow_up = {"model": "m", "input": "What about her?", "user": "ann"}
+    alone = await fleet.b.post(RESPONSES, json={**follow_up, "previous_response_id": "resp_x"})
+    assert alone.headers["x-memory-status"] == "abstained"
+    chained = await fleet.b.post(RESPONSES, json={**follow_up, "previous_response_id": "resp_1"})
+    assert chained.headers["x-memory-status"] == "ok"
+    assert "marine biologist" in upstream.bodies()[-1]["instructions"]

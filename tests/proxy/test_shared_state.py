@@ -42,6 +42,8 @@ async def test_concurrent_additions_are_never_lost(state: SharedState) -> None:
 async def test_swap_returns_the_value_it_replaced(state: SharedState) -> None:
     assert await state.swap("last", b"one", 60) is None
     assert await state.swap("last", b"two", 60) == b"one"
+    assert await state.get("last") == b"two"
+    assert await state.get("never set") is None
 
 
 async def test_keys_expire_after_their_ttl(state: SharedState) -> None:
@@ -49,6 +51,7 @@ async def test_keys_expire_after_their_ttl(state: SharedState) -> None:
     await state.swap("value", b"x", 0.05)
     await asyncio.sleep(0.15)
     assert await state.fields("short") == {}
+    assert await state.get("value") is None
     assert await state.swap("value", b"y", 60) is None
 
 

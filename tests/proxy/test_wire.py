@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from memory.conversation import conversation_turns, recall_query
-from proxy.wire import CHAT, RESPONSES
+from proxy.wire import CHAT, RESPONSES, responses_finished
 from tests.fakes import response_object, responses_sse
 
 ITEMS: list[dict[str, Any]] = [
@@ -95,6 +95,17 @@ def test_a_responses_answer_is_read_from_its_body_or_its_stream() -> None:
     cut = streamed[: streamed.index(b"event: response.completed")]
     assert RESPONSES.parse_answer([cut], True).text == "Hello"
     assert RESPONSES.parse_answer([b'{"id": "resp_1", "output": []}'], False).text == ""
+
+
+def test_a_polled_response_is_finished_once_it_holds_its_answer() -> None:
+    done = response_object("m", "Done.")
+    assert responses_finished([json.dumps(done).encode()], False)
+    for status in ("queued", "in_progress", "failed", "cancelled"):
+        assert not responses_finished([json.dumps({**done, "status": status}).encode()], False)
+    assert not responses_finished([b"not json"], False)
+    streamed = responses_sse("m", ["Hel", "lo"]).content
+    assert responses_finished([streamed[:40], streamed[40:]], True)
+    assert not responses_finished([streamed[: streamed.index(b"event: response.completed")]], True)
 
 
 def test_chat_places_the_block_in_its_messages() -> None:
