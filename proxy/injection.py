@@ -326,7 +326,6 @@ class MemoryInjector:
             if isinstance(context.call, ResponsesRequest) and context.call.background
             else None
         )
-        family = family_for(context.target.provider, context.target.model)
 
         def on_completion_id(completion_id: str) -> None:
             self._receipts.put(completion_id, receipt)
@@ -341,6 +340,7 @@ class MemoryInjector:
             )  # fmt: skip
             if background is not None and receipt.completion_id:
                 # Queued: the answer comes later, to whoever polls for it (proxy.background).
+                family = family_for(context.target.provider, context.target.model)
                 started = partial(background.started, job, receipt.completion_id, family)
                 self._capture.submit(DeferredJob(started))
             else:
